@@ -1,0 +1,223 @@
+"""Settings: load settings.yaml, validate it, resolve paths.
+
+Why pydantic: a user who mistypes a key or a value gets one clear line naming the key and the
+allowed values, instead of a crash hours later. Relative paths resolve against the settings
+file's folder, never the current directory (a Windows service starts in System32).
+"""
+
+from __future__ import annotations
+
+import locale
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
+ENV_SETTINGS = "DROPSCRIBE_SETTINGS"
+OUTPUT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+
+
+class SettingsError(Exception):
+    """The settings file is missing, unreadable or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsSettings(_Section):
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    archive: Path = Path("archive")
+    failed: Path = Path("failed")
+    logs: Path = Path("logs")
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///data/tasks.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if not (v.startswith("sqlite:") or v.startswith("postgresql")):
+            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        return v
+
+
+class ModelsSettings(_Section):
+    dir: Path = Path("models")
+    default: str = Field("turbo", min_length=1)
+    keep_warm_seconds: float = Field(0, ge=0)
+    allow_download: bool = True
+
+
+class TranscribeSettings(_Section):
+    language: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
+    output_formats: list[Literal["txt", "srt", "vtt", "tsv", "json"]] = Field(
+        default_factory=lambda: ["txt", "srt", "vtt", "json"], min_length=1
+    )
+    max_audio_seconds: float = Field(6 * 3600, gt=0)
+
+
+class WatcherSettings(_Section):
+    stable_seconds: float = Field(2.0, ge=0)
+    rescan_seconds: float = Field(30, gt=0)
+    polling: bool = False
+    ignore: list[str] = Field(default_factory=lambda: ["*.part", "*.tmp", "~$*", ".*"])
+
+
+class SchedulerSettings(_Section):
+    interval_seconds: float = Field(1.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    backoff_seconds: float = Field(30, ge=0)
+    lease_seconds: float = Field(60, gt=0)
+    progress_seconds: float = Field(2.0, gt=0)
+    prestart_workers: int = Field(1, ge=0, le=8)
+
+
+class GpuSettings(_Section):
+    devices: Literal["all", "none"] | list[int] = "all"
+    max_utilization: float = Field(0.9, gt=0, le=0.9)
+    reserved_mb: int = Field(1024, ge=0)
+    max_tasks_per_gpu: int = Field(5, ge=1)
+    confidence_factor: float = Field(1.2, ge=1.0)
+    simulate: list[int] | None = None
+
+
+class CpuSettings(_Section):
+    max_concurrent_tasks: int = Field(1, ge=1)
+    threads_per_task: int = Field(0, ge=0)
+
+
+class UiSettings(_Section):
+    language: Literal["en", "zh-CN"] | None = None
+
+
+class Settings(_Section):
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    transcribe: TranscribeSettings = Field(default_factory=TranscribeSettings)
+    watcher: WatcherSettings = Field(default_factory=WatcherSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    cpu: CpuSettings = Field(default_factory=CpuSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    source: Path | None = Field(None, exclude=True)
+
+    def resolve(self, p: Path) -> Path:
+        """Absolute path: relative ones hang off the settings file's folder."""
+        p = Path(os.path.expandvars(os.path.expanduser(str(p))))
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def inbox(self) -> Path:
+        return self.resolve(self.paths.inbox)
+
+    @property
+    def outbox(self) -> Path:
+        return self.resolve(self.paths.outbox)
+
+    @property
+    def archive(self) -> Path:
+        return self.resolve(self.paths.archive)
+
+    @property
+    def failed(self) -> Path:
+        return self.resolve(self.paths.failed)
+
+    @property
+    def logs(self) -> Path:
+        return self.resolve(self.paths.logs)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.resolve(self.models.dir)
+
+    @property
+    def database_url(self) -> str:
+        """The URL with a relative SQLite file made absolute against base_dir."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////") and ":memory:" not in url:
+            rest = url[len(prefix):]
+            path, _, query = rest.partition("?")
+            if not Path(path).is_absolute():
+                url = prefix + (self.base_dir / path).resolve().as_posix()
+                url += f"?{query}" if query else ""
+        return url
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        url = self.database_url
+        if url.startswith("sqlite:///"):
+            return Path(url[len("sqlite:///"):].partition("?")[0])
+        return None
+
+    @property
+    def ui_language(self) -> str:
+        if self.ui.language:
+            return self.ui.language
+        lang = (locale.getlocale()[0] or os.environ.get("LANG") or "").lower()
+        return "zh-CN" if lang.startswith("zh") or "chinese" in lang else "en"
+
+    def check_folders(self) -> None:
+        """Refuse layouts that would loop: outbox/archive/failed inside the inbox."""
+        inbox = self.inbox
+        for name in ("outbox", "archive", "failed"):
+            other = getattr(self, name)
+            if other == inbox or inbox in other.parents:
+                raise SettingsError(
+                    f"paths.{name} ({other}) is inside paths.inbox ({inbox}); "
+                    "it must be a separate folder, or finished files would be picked up again"
+                )
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown setting (check the spelling; see settings.yaml)")
+            continue
+        msg = e["msg"]
+        if e["type"] == "literal_error":
+            msg = msg.replace("Input should be", "allowed values are")
+        lines.append(f"{key}: {msg} (got {e.get('input')!r})")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def settings_from_dict(
+    data: dict[str, Any], base_dir: Path, source: Path | None = None
+) -> Settings:
+    try:
+        settings = Settings.model_validate(data or {})
+    except ValidationError as err:
+        where = f" in {source}" if source else ""
+        msg = _format_error(err).replace("invalid settings", f"invalid settings{where}", 1)
+        raise SettingsError(msg) from None
+    settings.base_dir = base_dir.resolve()
+    settings.source = source
+    settings.check_folders()
+    return settings
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load a settings file; any key it leaves out keeps its default."""
+    if path is None:
+        path = os.environ.get(ENV_SETTINGS) or DEFAULT_SETTINGS
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise SettingsError(f"settings file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise SettingsError(f"cannot read settings file {path}: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected sections like 'paths:' and 'models:' at the top")
+    return settings_from_dict(data or {}, path.parent, path)

@@ -1,0 +1,93 @@
+"""Database engine, SQLite pragmas and migrations.
+
+SQLite facts this relies on (DESIGN.md §4): every transaction starts with BEGIN IMMEDIATE, so a
+compare-and-set UPDATE can never race another writer; WAL lets readers (the CLI) run beside the
+service; busy_timeout makes a writer wait for a lock (e.g. a person holding a read transaction in
+the sqlite3 shell) instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """An engine whose transactions are safe for compare-and-set claims."""
+    if not is_sqlite(url):
+        return create_engine(url, pool_pre_ping=True)
+    path = url.split("///", 1)[1].partition("?")[0] if "///" in url else ""
+    if readonly and path and path != ":memory:":
+        # A URI connection in read-only mode: `sql` can never write, whatever the query.
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(
+                uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            ),
+        )
+    else:
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DB-API objects
+        # Let SQLAlchemy's "begin" hook below issue BEGIN itself (pysqlite's own is deferred).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        if not readonly:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False, future=True)
+
+
+def alembic_config(url: str):  # noqa: ANN201 - alembic type imported lazily
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    # '%' must be escaped for ConfigParser (passwords in URLs).
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False  # the service owns logging
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision` (Alembic); safe to call at every start."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+    log.debug("database at %s migrated to %s", url, revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)

@@ -1,0 +1,290 @@
+"""The Whisper engine (openai-whisper): load a checkpoint, transcribe with a progress hook.
+
+Used only inside a worker child process: torch and whisper are imported inside functions, so
+importing this module costs nothing and never touches CUDA (the parent must not, DESIGN §5).
+
+Loading rules (DESIGN §5, §8):
+
+* ``models_dir/NAME.pt`` is always loaded by *file path*: passing an official name with
+  ``download_root`` makes openai-whisper check the official SHA-256 and re-download over an
+  imported file.
+* Loading happens on the CPU; for CUDA everything but LayerNorm is cast to fp16 before the
+  move, which needs ~2 bytes/parameter of VRAM instead of the ~6 of stock ``load_model``.
+* Imported checkpoints carry ``alignment_heads_pairs``; they become the model's
+  layers x heads mask (openai-whisper sets it only for official names).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib
+import logging
+import os
+import shutil
+import types
+import urllib.error
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    import whisper
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ModelNotAvailable",
+    "cast_for_gpu",
+    "load_model",
+    "pick_device",
+    "resolve_model",
+    "set_alignment_heads_from_pairs",
+    "transcribe",
+]
+
+ProgressCallback = Callable[[float], None]
+
+_DOWNLOAD_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError)
+
+
+class ModelNotAvailable(Exception):
+    """The requested model cannot be loaded; the message tells the user what to put where.
+
+    Built from a single message string so it pickles across processes unchanged.
+    """
+
+
+def resolve_model(name: str, models_dir: Path) -> Path | None:
+    """models_dir/NAME.pt if that file exists, else None."""
+    path = Path(models_dir) / f"{name}.pt"
+    return path if path.is_file() else None
+
+
+def pick_device() -> str:
+    """"cuda" when this process sees a GPU, else "cpu" (child process only: it touches CUDA)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(name: str, models_dir: Path, device: str,
+               allow_download: bool = True) -> whisper.Whisper:
+    """Load NAME from models_dir (or download an official model there) onto device."""
+    import whisper
+
+    models_dir = Path(models_dir)
+    path = resolve_model(name, models_dir)
+    if path is not None:
+        model = _load_file(name, path)
+    elif name in whisper.available_models() and allow_download:
+        model = _download_official(name, models_dir)
+    else:
+        reason = "downloading is switched off" if name in whisper.available_models() else None
+        raise ModelNotAvailable(_not_available_message(name, models_dir, reason))
+    return _place(model, device)
+
+
+def cast_for_gpu(model: torch.nn.Module) -> torch.nn.Module:
+    """Cast every floating parameter to fp16 except LayerNorm's, in place; return the model.
+
+    openai-whisper's LayerNorm runs in fp32 (``x.float()``) and needs fp32 weights; every other
+    layer casts its weights to the input dtype anyway, so fp16 storage changes no result
+    while halving memory. Buffers (sinusoid positions, causal mask) stay as they are.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            continue
+        for param in module.parameters(recurse=False):
+            if param.is_floating_point():
+                param.data = param.data.to(torch.float16)
+    return model
+
+
+def set_alignment_heads_from_pairs(model: whisper.Whisper, pairs: Iterable[Iterable[int]]) -> None:
+    """Register the (layer, head) pairs as the boolean mask word timestamps use.
+
+    Mirrors ``Whisper.set_alignment_heads`` (a sparse, non-persistent buffer), which itself
+    only accepts openai's base85+gzip dump.
+    """
+    import torch
+
+    dims = model.dims
+    mask = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+    for layer, head in pairs:
+        mask[int(layer), int(head)] = True
+    model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+
+
+def transcribe(model: whisper.Whisper, audio: np.ndarray, *, language: str | None,
+               task: str, initial_prompt: str | None, fp16: bool,
+               progress: ProgressCallback | None, **options: Any) -> dict[str, Any]:
+    """Transcribe 16 kHz mono float32 audio; return openai-whisper's result dict.
+
+    Audio stays a NumPy array so the whole-file STFT runs on the CPU (a CUDA tensor would
+    make VRAM grow with duration). ``progress`` gets non-decreasing values in 0..1 and a
+    final 1.0; an exception raised by it aborts the transcription (usable for cancelling).
+    Extra ``options`` (word_timestamps, beam_size, temperature, ...) go to model.transcribe.
+    """
+    samples = np.ascontiguousarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono audio (1-D samples), got shape {samples.shape}")
+    use_fp16 = bool(fp16) and model.device.type == "cuda"  # fp16 on CPU only logs a warning
+    with _progress_hook(progress):
+        result = model.transcribe(samples, verbose=None, language=language, task=task,
+                                  initial_prompt=initial_prompt, fp16=use_fp16, **options)
+    if progress is not None:
+        progress(1.0)
+    return result
+
+
+# --------------------------------------------------------------------------- loading helpers
+
+
+def _not_available_message(name: str, models_dir: Path, reason: str | None) -> str:
+    why = f" ({reason})" if reason else ""
+    return (
+        f"Model '{name}' is not in {models_dir}{why}. Put {name}.pt there, or import a "
+        f"faster-whisper/CTranslate2 model with: "
+        f"python app.py models import <folder> --name {name}"
+    )
+
+
+def _load_file(name: str, path: Path) -> whisper.Whisper:
+    """whisper.load_model by path on the CPU, then the alignment heads the file carries."""
+    import whisper
+
+    log.info("loading model %s from %s", name, path)
+    try:
+        model = whisper.load_model(str(path), device="cpu")
+    except MemoryError:
+        raise
+    except Exception as exc:
+        if "allocate" in str(exc):  # out of host memory: a resource problem, not a bad file
+            raise
+        raise ModelNotAvailable(
+            f"Model file {path} could not be loaded ({type(exc).__name__}: {exc}). It may be "
+            f"incomplete or not an openai-whisper checkpoint; replace it, or import the model "
+            f"again with: python app.py models import <folder> --name {name}"
+        ) from exc
+    pairs = _stored_alignment_pairs(path)
+    if pairs:
+        set_alignment_heads_from_pairs(model, pairs)
+    else:
+        _set_official_alignment_heads(model, name)
+    return model
+
+
+def _stored_alignment_pairs(path: Path) -> list[list[int]] | None:
+    """Read only the small alignment_heads_pairs entry (mmap: tensors are not read)."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy non-zip file: cannot be mapped, and was not imported by us
+        return None
+    return checkpoint.get("alignment_heads_pairs")
+
+
+def _set_official_alignment_heads(model: whisper.Whisper, name: str) -> None:
+    """Official files saved as NAME.pt have no pairs: use openai's table for that name."""
+    import whisper
+
+    dump = getattr(whisper, "_ALIGNMENT_HEADS", {}).get(name)
+    if dump is None:
+        return
+    try:
+        model.set_alignment_heads(dump)
+    except RuntimeError:  # a different-sized model saved under an official name
+        log.warning("model %s: official alignment heads do not fit; using the default", name)
+
+
+def _download_official(name: str, models_dir: Path) -> whisper.Whisper:
+    """Download an official model via a private staging folder, then move it to NAME.pt.
+
+    Staging keeps an interrupted download from ever appearing as models_dir/NAME.pt (which
+    would be loaded by path, unchecked, next time), and keeps concurrent workers apart.
+    """
+    import whisper
+
+    staging = models_dir / f".download-{os.getpid()}"
+    log.info("model %s is not in %s; downloading it", name, models_dir)
+    try:
+        model = whisper.load_model(name, device="cpu", download_root=str(staging))
+        for downloaded in staging.glob("*.pt"):
+            os.replace(downloaded, models_dir / f"{name}.pt")
+    except _DOWNLOAD_ERRORS as exc:
+        raise ModelNotAvailable(_not_available_message(
+            name, models_dir, f"downloading it failed: {exc}")) from exc
+    except RuntimeError as exc:
+        if "SHA256" not in str(exc) and "download" not in str(exc).lower():
+            raise
+        raise ModelNotAvailable(_not_available_message(
+            name, models_dir, f"downloading it failed: {exc}")) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model
+
+
+def _place(model: whisper.Whisper, device: str) -> whisper.Whisper:
+    """CPU: keep fp32. CUDA: fp16 (LayerNorm fp32) on the CPU first, then move."""
+    model.eval()
+    if not device.startswith("cuda"):
+        return model.to(device)
+    import torch
+
+    model = cast_for_gpu(model).to(device)
+    torch.cuda.empty_cache()
+    return model
+
+
+# --------------------------------------------------------------------------- progress hook
+
+
+def _progress_module(callback: ProgressCallback) -> types.SimpleNamespace:
+    """A stand-in for the ``tqdm`` module whisper.transcribe uses, reporting to callback."""
+
+    class _Bar:
+        def __init__(self, *args: Any, total: float | None = None, **kwargs: Any) -> None:
+            self.total, self.n, self.last = total or 0, 0.0, 0.0
+
+        def __enter__(self) -> _Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def update(self, n: float = 1) -> None:
+            self.n += n
+            if self.total > 0:
+                value = min(1.0, max(self.last, self.n / self.total))
+                self.last = value
+                callback(value)
+
+        def close(self) -> None:
+            return None
+
+    return types.SimpleNamespace(tqdm=_Bar)
+
+
+@contextlib.contextmanager
+def _progress_hook(callback: ProgressCallback | None) -> Iterator[None]:
+    """Temporarily swap whisper.transcribe's tqdm (module-global: one transcription at a time).
+
+    ``whisper.transcribe`` as an attribute is the function, so the module comes from importlib.
+    """
+    if callback is None:
+        yield
+        return
+    module = importlib.import_module("whisper.transcribe")
+    original = module.tqdm
+    module.tqdm = _progress_module(callback)
+    try:
+        yield
+    finally:
+        module.tqdm = original

@@ -1,0 +1,136 @@
+"""GPU backends: what cards there are and how much memory is used on them.
+
+The parent process never initialises CUDA (it could not fork afterwards, and a CUDA context
+costs VRAM); it asks NVML. The simulated backend stands in for GPUs where none exist (CI, the
+scheduling simulator): fake cards of given sizes whose "used" memory follows what the running
+simulated tasks hold plus an external load that tests can script.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    total_mb: int
+    used_mb: int  # by every process on the card, ours and other programs'
+
+    @property
+    def free_mb(self) -> int:
+        return self.total_mb - self.used_mb
+
+
+class GpuBackend(Protocol):
+    simulated: bool
+
+    def devices(self) -> list[GpuInfo]: ...
+
+    def process_used_mb(self, index: int, pid: int) -> int | None:
+        """Memory one process holds on a card, or None where the driver won't say (WDDM)."""
+        ...
+
+
+class NvmlBackend:
+    """Real NVIDIA GPUs through nvidia-ml-py."""
+
+    simulated = False
+
+    def __init__(self, indexes: Sequence[int] | None = None) -> None:
+        import pynvml
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+        self._indexes = [i for i in range(count) if indexes is None or i in indexes]
+
+    def devices(self) -> list[GpuInfo]:
+        out = []
+        for i in self._indexes:
+            h = self._nvml.nvmlDeviceGetHandleByIndex(i)
+            mem = self._nvml.nvmlDeviceGetMemoryInfo(h)
+            name = self._nvml.nvmlDeviceGetName(h)
+            name = name.decode() if isinstance(name, bytes) else name
+            out.append(GpuInfo(i, name, mem.total // MiB, mem.used // MiB))
+        return out
+
+    def process_used_mb(self, index: int, pid: int) -> int | None:
+        h = self._nvml.nvmlDeviceGetHandleByIndex(index)
+        try:
+            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(h)
+        except self._nvml.NVMLError:
+            return None
+        for p in procs:
+            if p.pid == pid:
+                return None if p.usedGpuMemory is None else p.usedGpuMemory // MiB
+        return 0
+
+
+class SimulatedBackend:
+    """Fake cards: used = external load + what simulated tasks currently hold."""
+
+    simulated = True
+
+    def __init__(self, sizes_mb: Sequence[int], name: str = "Simulated GPU") -> None:
+        self._lock = threading.Lock()
+        self._total = list(sizes_mb)
+        self._name = name
+        self._external = [0] * len(sizes_mb)
+        self._held: dict[object, tuple[int, int]] = {}  # key → (index, MiB)
+
+    def devices(self) -> list[GpuInfo]:
+        with self._lock:
+            used = list(self._external)
+            for idx, mb in self._held.values():
+                used[idx] += mb
+            return [
+                GpuInfo(i, f"{self._name} {t // 1024} GB", t, min(t, u))
+                for i, (t, u) in enumerate(zip(self._total, used, strict=True))
+            ]
+
+    def process_used_mb(self, index: int, pid: int) -> int | None:
+        with self._lock:
+            held = self._held.get(pid)
+            return held[1] if held and held[0] == index else 0
+
+    # scripting hooks for tests and the simulator
+    def set_external(self, index: int, mb: int) -> None:
+        with self._lock:
+            self._external[index] = mb
+
+    def hold(self, key: object, index: int, mb: int) -> None:
+        with self._lock:
+            self._held[key] = (index, mb)
+
+    def release(self, key: object) -> None:
+        with self._lock:
+            self._held.pop(key, None)
+
+
+def detect(devices: str | list[int], simulate: list[int] | None) -> GpuBackend | None:
+    """The backend to use, or None for CPU mode (said once in the log)."""
+    if simulate:
+        log.info("using %d simulated GPU(s): %s MiB", len(simulate), simulate)
+        return SimulatedBackend(simulate)
+    if devices == "none":
+        log.info("GPUs disabled in settings (gpu.devices: none): running on the CPU")
+        return None
+    try:
+        backend = NvmlBackend(None if devices == "all" else list(devices))
+    except Exception as err:  # noqa: BLE001 - NVML missing, no driver, no devices
+        log.info("no NVIDIA GPU found (%s): running on the CPU", type(err).__name__)
+        return None
+    if not backend.devices():
+        log.info("no usable NVIDIA GPU: running on the CPU")
+        return None
+    return backend

@@ -1,0 +1,34 @@
+"""Logging: a rotating UTF-8 file under paths.logs, plus the console in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup(log_dir: Path, *, console: bool = True, level: int = logging.INFO) -> Path:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "dropscribe.log"
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        if getattr(h, "_dropscribe", False):
+            root.removeHandler(h)
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(
+            path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
+        )
+    ]
+    if console:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(logging.Formatter(FORMAT))
+        h._dropscribe = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    for noisy in ("apscheduler", "watchdog", "alembic", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return path

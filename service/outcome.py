@@ -1,0 +1,59 @@
+"""What happens to the source file once its task is settled.
+
+completed → the source moves to archive/<relative path>.
+failed    → outbox/<relative folder>/<stem>.error.txt explains why in plain words, and the source
+            moves to failed/<relative path>. Nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePosixPath
+
+from . import outputs
+from .config import Settings
+from .files import move_source
+from .tables import COMPLETED, FAILED, Task
+from .tasks import TaskQueue
+
+log = logging.getLogger(__name__)
+
+HINTS = {
+    "not_audio": "Check that the file plays in a media player; copy a working file into the inbox.",
+    "bad_sidecar": "Fix the .json settings file next to the audio, then copy both into the inbox.",
+    "model_missing": "Put the model file where the message says, then copy the audio into the "
+    "inbox again.",
+    "too_long": "Split the recording into shorter parts, or raise transcribe.max_audio_seconds.",
+}
+
+
+def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
+    """Move the source (and write the error report) for a task in a final state."""
+    try:
+        if task.status == COMPLETED:
+            moved = move_source(settings.inbox, task.source, settings.archive)
+            queue.set_source_state(task.id, "archived" if moved else "missing")
+        elif task.status == FAILED:
+            _report(settings, task)
+            moved = move_source(settings.inbox, task.source, settings.failed)
+            queue.set_source_state(task.id, "failed" if moved else "missing")
+    except (OSError, ValueError) as err:
+        # The task's outcome stands; the file stays where it is and the row says so.
+        log.error("task %s: could not move %s: %s", task.id, task.source, err)
+        queue.update_fields(task.id, error_message=(task.error_message or "") +
+                            f" (the source file could not be moved: {err})")
+
+
+def _report(settings: Settings, task: Task) -> None:
+    rel = PurePosixPath(task.source)
+    out_dir = outputs.output_dir_for(settings.outbox, rel)
+    where = settings.failed / rel.parent / rel.name
+    outputs.write_error_report(
+        out_dir,
+        rel.stem,
+        source_name=task.source,
+        message=f"{task.error_message or 'unknown error'} (the source was moved to {where})",
+        attempts=task.attempts,
+        when=task.finished_at or task.created_at,
+        hint=HINTS.get(task.error_kind or ""),
+    )

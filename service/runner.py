@@ -1,0 +1,155 @@
+"""The service loop: wire the parts together, start them, stop them cleanly.
+
+Used the same way by `python app.py`, the Windows service and the systemd unit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from . import db, gpu, outcome
+from .clock import Clock, SystemClock
+from .config import Settings
+from .scheduler import Dispatcher, node_id
+from .tasks import TaskQueue
+from .vram import VramPool
+from .watcher import InboxWatcher
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    return settings.logs / "service-status.json"
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        backend: gpu.GpuBackend | None | str = "auto",
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        if backend == "auto":
+            backend = gpu.detect(settings.gpu.devices, settings.gpu.simulate)
+        self.backend = backend
+        self.worker_id = node_id()
+        self.queue: TaskQueue | None = None
+        self.scheduler: BackgroundScheduler | None = None
+        self._stop = threading.Event()
+        self._started_at = datetime.now()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.settings
+        for folder in (cfg.inbox, cfg.outbox, cfg.archive, cfg.failed, cfg.logs, cfg.models_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        url = cfg.database_url
+        db.migrate(url)
+        self.queue = TaskQueue(db.make_engine(url), self.clock)
+        recovered = self.queue.reap_expired(
+            cfg.scheduler.backoff_seconds, worker_prefix=self.worker_id.split(":")[0] + ":"
+        )
+        for task in recovered:
+            log.warning("task %s recovered after an unclean stop -> %s", task.id, task.status)
+            if task.status == "failed":
+                outcome.settle(cfg, self.queue, task)
+        pool = VramPool(self.backend, cfg.gpu) if self.backend is not None else None
+        self.dispatcher = Dispatcher(
+            cfg, self.queue, self.clock, pool, self._settled, self.worker_id
+        )
+        self.watcher = InboxWatcher(cfg, self.queue, self.clock, on_rejected=self._settled)
+        self.watcher.start()
+        self.watcher.rescan()  # files that arrived while the service was down
+        sched = BackgroundScheduler(daemon=True, timezone="UTC")
+        common = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
+        sched.add_job(self._tick, "interval", seconds=cfg.scheduler.interval_seconds,
+                      id="dispatch", next_run_time=datetime.now(), **common)
+        sched.add_job(self.watcher.rescan, "interval", seconds=cfg.watcher.rescan_seconds,
+                      id="rescan", **common)
+        sched.add_job(self._maintain, "interval", seconds=HEARTBEAT_SECONDS, id="maintenance",
+                      next_run_time=datetime.now(), **common)
+        sched.start()
+        self.scheduler = sched
+        mode = "CPU" if self.backend is None else f"{len(self.backend.devices())} GPU(s)"
+        log.info("DropScribe started (%s, worker id %s); inbox %s", mode, self.worker_id, cfg.inbox)
+
+    def _tick(self) -> None:
+        try:
+            self.watcher.check()
+            self.dispatcher.tick()
+        except Exception:  # noqa: BLE001 - the service keeps running; the next tick retries
+            log.exception("dispatch tick failed")
+
+    def _maintain(self) -> None:
+        try:
+            self.watcher.ensure_alive()
+            assert self.queue is not None
+            for task in self.queue.reap_expired(self.settings.scheduler.backoff_seconds):
+                log.warning("task %s lease expired -> %s", task.id, task.status)
+                if task.status == "failed":
+                    self._settled(task)
+            self._heartbeat()
+        except Exception:  # noqa: BLE001
+            log.exception("maintenance failed")
+
+    def _settled(self, task) -> None:  # noqa: ANN001
+        assert self.queue is not None
+        outcome.settle(self.settings, self.queue, task)
+
+    def _heartbeat(self) -> None:
+        """A small JSON file `status` reads: is the service alive, what runs, the GPUs."""
+        pool = self.dispatcher.pool
+        data = {
+            "pid": os.getpid(),
+            "worker_id": self.worker_id,
+            "started": self._started_at.isoformat(timespec="seconds"),
+            "heartbeat": time.time(),
+            "mode": "cpu" if pool is None else "simulated-gpu" if pool.backend.simulated else "gpu",
+            "gpus": pool.snapshot() if pool is not None else [],
+            "running": self.dispatcher.running_summary(),
+            "watcher_alive": self.watcher.alive(),
+        }
+        path = heartbeat_path(self.settings)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def stop(self) -> None:
+        """Stop taking work, stop the workers, requeue their tasks (no attempt spent)."""
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
+        if hasattr(self, "watcher"):
+            self.watcher.stop()
+        if hasattr(self, "dispatcher"):
+            self.dispatcher.shutdown()
+        try:
+            heartbeat_path(self.settings).unlink(missing_ok=True)
+        except OSError:
+            pass
+        log.info("DropScribe stopped")
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run_forever(self) -> None:
+        """Run until request_stop() (Ctrl-C, SIGTERM, the Windows service manager)."""
+        self.start()
+        try:
+            while not self._stop.wait(0.5):
+                pass
+        finally:
+            self.stop()

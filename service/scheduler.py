@@ -1,0 +1,307 @@
+"""The dispatcher: picks the next task, claims it, runs it in a worker process, records results.
+
+Its `tick()` runs as a short APScheduler job and never blocks: it reads worker messages,
+notices dead workers, renews leases, claims tasks that fit (CPU slots or the VRAM pool) and
+keeps `prestart_workers` spare worker processes ready (their imports done) so a task does not
+wait ~1.5 s for Python, torch and whisper to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import PurePosixPath
+
+from . import outputs
+from .clock import Clock
+from .config import Settings
+from .files import safe_join
+from .tables import Task
+from .tasks import TaskQueue
+from .vram import VramPool
+from .worker import Job
+from .worker import main as worker_main
+
+log = logging.getLogger(__name__)
+
+
+def node_id() -> str:
+    """Stable id of this service process: host:pid (shown in task rows and events)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class _Proc:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    ready: bool = False
+
+
+@dataclass
+class Running:
+    task: Task
+    proc: _Proc
+    gpu: int | None
+    started: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: TaskQueue,
+        clock: Clock,
+        pool: VramPool | None,
+        on_settled: Callable[[Task], None],
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.clock = clock
+        self.pool = pool
+        self.on_settled = on_settled
+        self.worker_id = worker_id or node_id()
+        self.running: dict[int, Running] = {}
+        self._spares: list[_Proc] = []
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._last_renew = 0.0
+        self._stopping = False
+
+    # ---- the job -------------------------------------------------------------------------
+    def tick(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # the previous tick is still running; APScheduler will call again
+        try:
+            self._collect()
+            self._renew()
+            if not self._stopping:
+                self._dispatch()
+                self._prestart()
+        finally:
+            self._lock.release()
+
+    # ---- starting work ----------------------------------------------------------------------
+    def _slots_free(self) -> bool:
+        if self.pool is None:
+            return len(self.running) < self.settings.cpu.max_concurrent_tasks
+        return True
+
+    def _dispatch(self) -> None:
+        while self._slots_free():
+            started = False
+            for task in self.queue.ready(limit=50):
+                gpu, estimate = None, None
+                if self.pool is not None:
+                    placed = self.pool.place(task.model)
+                    if placed is None:
+                        continue  # does not fit now; a smaller task may
+                    gpu, estimate = placed
+                device = "cpu" if gpu is None else f"cuda:{gpu}"
+                claimed = self.queue.claim(
+                    task.id, self.worker_id, self.settings.scheduler.lease_seconds,
+                    device=device, vram_estimate_mb=estimate,
+                )
+                if claimed is None:
+                    continue  # someone else took it
+                if self.pool is not None and gpu is not None:
+                    self.pool.reserve(claimed.id, gpu, estimate or 0)
+                self._start(claimed, gpu)
+                started = True
+                break
+            if not started:
+                return
+
+    def _job(self, task: Task, gpu: int | None) -> Job:
+        cfg = self.settings
+        rel = PurePosixPath(task.source)
+        formats = task.options.get("output_formats") or cfg.transcribe.output_formats
+        threads = cfg.cpu.threads_per_task or max(
+            1, (os.cpu_count() or 1) // cfg.cpu.max_concurrent_tasks
+        )
+        simulated = self.pool is not None and self.pool.backend.simulated
+        return Job(
+            task_id=task.id,
+            source_path=str(safe_join(cfg.inbox, task.source)),
+            source_name=task.source,
+            model=task.model,
+            models_dir=str(cfg.models_dir),
+            allow_download=cfg.models.allow_download,
+            out_dir=str(outputs.output_dir_for(cfg.outbox, rel)),
+            stem=rel.stem,
+            formats=tuple(formats),
+            language=task.language,
+            task=task.task,
+            initial_prompt=task.options.get("initial_prompt"),
+            gpu=None if simulated else gpu,
+            threads=threads,
+            progress_seconds=cfg.scheduler.progress_seconds,
+        )
+
+    def _start(self, task: Task, gpu: int | None) -> None:
+        try:
+            job = self._job(task, gpu)
+        except ValueError as err:  # an unsafe path: never write outside the outbox
+            self._failed(task.id, "unsafe_path", f"Refused: {err}", retryable=False)
+            return
+        proc = self._take_spare() or self._spawn()
+        try:
+            proc.conn.send(job)
+        except (OSError, EOFError) as err:
+            log.warning("worker could not take task %s (%s); requeueing", task.id, err)
+            proc.process.kill()
+            self._release(task.id)
+            self.queue.requeue(task.id, self.worker_id, "worker failed to start")
+            return
+        self.running[task.id] = Running(task, proc, gpu)
+        log.info("task %s loading %s on %s: %s", task.id, task.model, task.device, task.source)
+
+    def _spawn(self) -> _Proc:
+        parent, child = self._ctx.Pipe()
+        p = self._ctx.Process(
+            target=worker_main, args=(child,), daemon=True, name="dropscribe-worker"
+        )
+        p.start()
+        child.close()
+        return _Proc(p, parent)
+
+    def _take_spare(self) -> _Proc | None:
+        while self._spares:
+            proc = self._spares.pop(0)
+            if proc.process.is_alive():
+                return proc
+            proc.conn.close()
+        return None
+
+    def _prestart(self) -> None:
+        self._spares = [p for p in self._spares if p.process.is_alive()]
+        want = self.settings.scheduler.prestart_workers
+        while len(self._spares) < want:
+            self._spares.append(self._spawn())
+
+    # ---- following work ----------------------------------------------------------------------
+    def _collect(self) -> None:
+        for task_id, run in list(self.running.items()):
+            try:
+                while not run.done and run.proc.conn.poll():
+                    self._handle(run, run.proc.conn.recv())
+            except (EOFError, OSError):
+                pass  # the pipe closed: the exit check below decides what it means
+            if run.done or not run.proc.process.is_alive():
+                run.proc.process.join(timeout=5)
+                if not run.done:
+                    code = run.proc.process.exitcode
+                    self._failed(
+                        task_id, "worker_crashed",
+                        f"The worker process stopped unexpectedly (exit code {code}).",
+                        retryable=True,
+                    )
+                self.running.pop(task_id, None)
+                self._release(task_id)
+
+    def _handle(self, run: Running, msg: tuple) -> None:
+        kind, *args = msg
+        tid = run.task.id
+        if kind == "ready":
+            return
+        if kind == "loaded":
+            if self.pool is not None:
+                self.pool.materialise(tid)
+            self.queue.start_processing(tid, self.worker_id, args[0])
+            log.info("task %s processing (model loaded in %.1f s)", tid, args[0])
+        elif kind == "progress":
+            self.queue.set_progress(tid, self.worker_id, args[0])
+        elif kind == "done":
+            info = args[0]
+            task = self.queue.complete(
+                tid, self.worker_id,
+                transcribe_seconds=info["transcribe_seconds"],
+                audio_seconds=info["audio_seconds"] or run.task.audio_seconds,
+                detected_language=info["detected_language"],
+                outputs=info["outputs"], vram_peak_mb=info["vram_peak_mb"],
+            )
+            run.done = True
+            if task is not None:
+                log.info(
+                    "task %s completed in %.1f s: %s", tid, time.monotonic() - run.started,
+                    run.task.source,
+                )
+                self.on_settled(task)
+        elif kind == "error":
+            err_kind, message, retryable, resource = args
+            run.done = True
+            self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
+
+    def _failed(
+        self, task_id: int, kind: str, message: str, *, retryable: bool, resource: bool = False
+    ) -> None:
+        task = self.queue.fail(
+            task_id, self.worker_id, kind, message, retryable=retryable, resource=resource,
+            backoff_seconds=self.settings.scheduler.backoff_seconds,
+        )
+        if task is None:
+            return
+        if task.status == "failed":
+            log.error("task %s failed for good: %s: %s", task_id, task.source, message)
+            self.on_settled(task)
+        else:
+            log.warning(
+                "task %s attempt failed (%s), will retry after %s: %s",
+                task_id, message, task.next_attempt_at, task.source,
+            )
+
+    def _release(self, task_id: int) -> None:
+        if self.pool is not None:
+            self.pool.release(task_id)
+
+    def _renew(self) -> None:
+        lease = self.settings.scheduler.lease_seconds
+        now = time.monotonic()
+        if self.running and now - self._last_renew >= min(lease / 3, 5.0):
+            self._last_renew = now
+            self.queue.renew_leases(self.worker_id, list(self.running), lease)
+            for task_id, status in self.queue.statuses(list(self.running)).items():
+                if status == "cancelled":  # `cancel ID` from the command line
+                    run = self.running.pop(task_id)
+                    run.proc.process.kill()
+                    run.proc.process.join(timeout=5)
+                    self._release(task_id)
+                    log.info("task %s cancelled: worker stopped", task_id)
+
+    # ---- stopping ------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop every worker and give their tasks back without spending an attempt."""
+        self._stopping = True
+        with self._lock:
+            for task_id, run in list(self.running.items()):
+                run.proc.process.kill()
+                run.proc.process.join(timeout=5)
+                self.queue.requeue(task_id, self.worker_id, "service stopped")
+                self._release(task_id)
+                log.info("task %s requeued (service stopping): %s", task_id, run.task.source)
+            self.running.clear()
+            for proc in self._spares:
+                try:
+                    proc.conn.send(None)
+                except OSError:
+                    pass
+                proc.process.join(timeout=2)
+                if proc.process.is_alive():
+                    proc.process.kill()
+            self._spares.clear()
+
+    def running_summary(self) -> list[dict]:
+        return [
+            {"task": tid, "source": r.task.source, "model": r.task.model, "gpu": r.gpu,
+             "seconds": round(time.monotonic() - r.started, 1)}
+            for tid, r in self.running.items()
+        ]
+

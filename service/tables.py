@@ -1,0 +1,122 @@
+"""ORM tables. Alembic owns the schema (migrations/); these classes must match it.
+
+Named tables.py, not models.py: in this project "model" means a Whisper model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+PENDING = "pending"
+LOADING = "loading"
+PROCESSING = "processing"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+ACTIVE_STATES = (LOADING, PROCESSING)
+OPEN_STATES = (PENDING, LOADING, PROCESSING)
+FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+ALL_STATES = OPEN_STATES + FINAL_STATES
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Task(Base):
+    """One submitted file and everything that happened to it."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(Text)  # path relative to the inbox, '/' separated
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
+    model: Mapped[str] = mapped_column(String(100))
+    language: Mapped[str | None] = mapped_column(String(20))
+    task: Mapped[str] = mapped_column(String(20), default="transcribe")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    resource_retries: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    device: Mapped[str | None] = mapped_column(String(20))  # "cpu" or "cuda:N"
+    vram_estimate_mb: Mapped[int | None] = mapped_column(Integer)
+    vram_peak_mb: Mapped[int | None] = mapped_column(Integer)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    loading_at: Mapped[datetime | None] = mapped_column(DateTime)
+    processing_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    load_seconds: Mapped[float | None] = mapped_column(Float)
+    transcribe_seconds: Mapped[float | None] = mapped_column(Float)
+    detected_language: Mapped[str | None] = mapped_column(String(20))
+    outputs: Mapped[list | None] = mapped_column(JSON)
+    source_state: Mapped[str] = mapped_column(String(20), default="inbox")
+    error_kind: Mapped[str | None] = mapped_column(String(40))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_tasks_pick", "status", "priority", "created_at"),
+        Index("ix_tasks_source", "source"),
+        # One open task per inbox file, also across machines sharing a database.
+        Index(
+            "uq_tasks_open_source",
+            "source",
+            unique=True,
+            sqlite_where=text("status IN ('pending', 'loading', 'processing')"),
+            postgresql_where=text("status IN ('pending', 'loading', 'processing')"),
+        ),
+    )
+
+
+class TaskEvent(Base):
+    """Every state change, written in the same transaction as the change itself."""
+
+    __tablename__ = "task_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(DateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelMemory(Base):
+    """VRAM calibration per (GPU name, model, precision) from measured peaks."""
+
+    __tablename__ = "model_memory"
+
+    gpu_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    precision: Mapped[str] = mapped_column(String(20), primary_key=True)
+    samples: Mapped[list] = mapped_column(JSON, default=list)  # last N peaks in MiB
+    mean_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    variance: Mapped[float] = mapped_column(Float, default=0.0)
+    last_peak_mb: Mapped[float | None] = mapped_column(Float)
+    rtf_mean: Mapped[float | None] = mapped_column(Float)  # seconds of work per audio second
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)

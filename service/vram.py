@@ -1,0 +1,108 @@
+"""The VRAM pool: may this model start on some GPU now, and on which?
+
+Per card: budget = total × max_utilization − reserved_mb. A task is admitted on a card only if
+  1. our reservations + its estimate ≤ budget, and
+  2. live used memory (NVML: other programs included) + our reservations that have not shown up
+     in "used" yet + its estimate ≤ total × max_utilization,
+  3. and fewer than max_tasks_per_gpu of ours run there.
+Among the cards where it fits, the least loaded wins. Reservations are released when the worker
+process exits (that is when the driver really frees the memory).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import catalog
+from .config import GpuSettings
+from .gpu import GpuBackend, GpuInfo
+
+
+@dataclass
+class Reservation:
+    task_id: int
+    gpu: int
+    mb: int
+    materialised: bool = False  # the worker has loaded: its memory is inside NVML's "used"
+
+
+def default_estimate(model: str, confidence_factor: float) -> int:
+    return int(catalog.default_vram_mb(model) * confidence_factor)
+
+
+class VramPool:
+    def __init__(
+        self,
+        backend: GpuBackend,
+        settings: GpuSettings,
+        estimate: Callable[[str, str], int] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self._estimate = estimate or (
+            lambda gpu_name, model: default_estimate(model, settings.confidence_factor)
+        )
+        self._lock = threading.Lock()
+        self._res: dict[int, Reservation] = {}
+
+    def budget_mb(self, gpu: GpuInfo) -> int:
+        return int(gpu.total_mb * self.settings.max_utilization) - self.settings.reserved_mb
+
+    def estimate_mb(self, gpu: GpuInfo, model: str) -> int:
+        return self._estimate(gpu.name, model)
+
+    def place(self, model: str) -> tuple[int, int] | None:
+        """(gpu index, estimate MiB) of the least-loaded card where `model` fits now, or None."""
+        best: tuple[float, int, int] | None = None
+        with self._lock:
+            for gpu in self.backend.devices():
+                est = self.estimate_mb(gpu, model)
+                mine = [r for r in self._res.values() if r.gpu == gpu.index]
+                if len(mine) >= self.settings.max_tasks_per_gpu:
+                    continue
+                reserved = sum(r.mb for r in mine)
+                if reserved + est > self.budget_mb(gpu):
+                    continue
+                pending = sum(r.mb for r in mine if not r.materialised)
+                cap = gpu.total_mb * self.settings.max_utilization
+                if gpu.used_mb + pending + est > cap:
+                    continue
+                load = (gpu.used_mb + pending + est) / gpu.total_mb
+                if best is None or load < best[0]:
+                    best = (load, gpu.index, est)
+        return None if best is None else (best[1], best[2])
+
+    def reserve(self, task_id: int, gpu: int, mb: int) -> None:
+        with self._lock:
+            self._res[task_id] = Reservation(task_id, gpu, mb)
+
+    def materialise(self, task_id: int) -> None:
+        with self._lock:
+            if task_id in self._res:
+                self._res[task_id].materialised = True
+
+    def release(self, task_id: int) -> None:
+        with self._lock:
+            self._res.pop(task_id, None)
+
+    def reservations(self) -> list[Reservation]:
+        with self._lock:
+            return list(self._res.values())
+
+    def snapshot(self) -> list[dict]:
+        """Per card: total, budget, our reservations, live used — for `status`."""
+        res = self.reservations()
+        return [
+            {
+                "index": g.index,
+                "name": g.name,
+                "total_mb": g.total_mb,
+                "budget_mb": self.budget_mb(g),
+                "reserved_mb": sum(r.mb for r in res if r.gpu == g.index),
+                "used_mb": g.used_mb,
+                "tasks": sum(1 for r in res if r.gpu == g.index),
+            }
+            for g in self.backend.devices()
+        ]

@@ -1,0 +1,164 @@
+"""The worker child process: load model → decode → transcribe → write outputs → report → exit.
+
+It never touches the database: the parent is the single writer on its node. It talks to the
+parent over a Pipe with small tuples:
+  ("ready",)                      imports done (a pre-started worker waits for its job)
+  ("loaded", load_seconds)        model loaded: the task moves to processing
+  ("progress", fraction)          at most every `progress_seconds`
+  ("done", {...})                 outputs written; timings, language, VRAM peak
+  ("error", kind, message, retryable, resource)
+The process exits after one job, which is what really returns its VRAM to the card.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    task_id: int
+    source_path: str  # absolute path of the audio file in the inbox
+    source_name: str  # inbox-relative name, for the json metadata
+    model: str
+    models_dir: str
+    allow_download: bool
+    out_dir: str
+    stem: str
+    formats: tuple[str, ...]
+    language: str | None = None
+    task: str = "transcribe"
+    initial_prompt: str | None = None
+    gpu: int | None = None  # CUDA index to pin with CUDA_VISIBLE_DEVICES; None → CPU
+    threads: int = 0
+    progress_seconds: float = 2.0
+    extra: dict = field(default_factory=dict)
+
+
+def _watch_parent() -> None:
+    """Exit when the parent dies (even by kill -9): no orphan holds GPU memory."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def wait() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(3)
+
+    threading.Thread(target=wait, name="parent-watch", daemon=True).start()
+
+
+def _is_oom(err: BaseException) -> bool:
+    text = f"{type(err).__name__}: {err}"
+    return "OutOfMemoryError" in text or "out of memory" in text or "cudaErrorInvalidDevice" in text
+
+
+def main(conn: Connection) -> None:
+    """Entry point of a spawned worker process."""
+    _watch_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
+    # Heavy imports happen here, before a job is assigned: a pre-started worker hides them.
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    import whisper  # noqa: F401
+
+    from . import audio, engine, outputs  # noqa: F401
+
+    conn.send(("ready",))
+    try:
+        job = conn.recv()
+    except EOFError:
+        return
+    if job is None:
+        return
+    try:
+        run(job, conn)
+    except Exception as err:  # noqa: BLE001 - everything becomes a report, never a silent death
+        conn.send(("error", *classify(err)))
+    finally:
+        conn.close()
+
+
+def classify(err: BaseException) -> tuple[str, str, bool, bool]:
+    """(kind, plain message, retryable, resource) for an exception raised while running a job."""
+    from . import audio, engine
+
+    if isinstance(err, engine.ModelNotAvailable):
+        return "model_missing", str(err), False, False
+    if isinstance(err, audio.NotAudioError):
+        return "not_audio", str(err), False, False
+    if _is_oom(err):
+        msg = "The GPU ran out of memory; the task will wait and retry."
+        return "out_of_memory", msg, True, True
+    if isinstance(err, OSError):
+        return "io_error", f"Could not read or write a file: {err}", True, False
+    log.error("unexpected error:\n%s", "".join(traceback.format_exception(err)))
+    return "error", f"Unexpected error: {type(err).__name__}: {err}", True, False
+
+
+def run(job: Job, conn: Connection) -> None:
+    if job.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
+    import torch
+
+    from . import audio, engine, outputs
+
+    if job.threads > 0:
+        torch.set_num_threads(job.threads)
+    device = engine.pick_device() if job.gpu is not None else "cpu"
+    t0 = time.perf_counter()
+    model = engine.load_model(job.model, Path(job.models_dir), device, job.allow_download)
+    load_seconds = time.perf_counter() - t0
+    conn.send(("loaded", load_seconds))
+
+    samples = audio.decode(Path(job.source_path))
+    last = [0.0]
+
+    def progress(fraction: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= job.progress_seconds:
+            last[0] = now
+            conn.send(("progress", float(fraction)))
+
+    t1 = time.perf_counter()
+    result = engine.transcribe(
+        model, samples, language=job.language, task=job.task,
+        initial_prompt=job.initial_prompt, fp16=device.startswith("cuda"), progress=progress,
+    )
+    transcribe_seconds = time.perf_counter() - t1
+    audio_seconds = len(samples) / 16000.0
+    meta = {
+        "model": job.model,
+        "source": job.source_name,
+        "device": device,
+        "audio_seconds": round(audio_seconds, 3),
+        "load_seconds": round(load_seconds, 3),
+        "transcribe_seconds": round(transcribe_seconds, 3),
+    }
+    written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
+    peak = None
+    if device.startswith("cuda"):
+        peak = int(torch.cuda.max_memory_reserved() // (1024 * 1024))
+    conn.send(
+        (
+            "done",
+            {
+                "outputs": [str(p) for p in written],
+                "load_seconds": load_seconds,
+                "transcribe_seconds": transcribe_seconds,
+                "audio_seconds": audio_seconds,
+                "detected_language": result.get("language"),
+                "vram_peak_mb": peak,
+            },
+        )
+    )

@@ -1,0 +1,173 @@
+"""Test helpers that make real audio at test time (espeak-ng, PyAV, wave) — nothing committed.
+
+Plain functions, not a test module: many test files import them. Everything here uses PyAV or
+espeak-ng only, never an ffmpeg executable, because the product must not need one either.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import time
+import wave
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import TypeVar
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ESPEAK = "espeak-ng"
+
+# extension → (container format, audio encoder, encoder sample rate or None = keep, channels).
+# Chosen from what the installed PyAV wheel has (see ``av.codecs_available``): libmp3lame, flac,
+# libopus, native vorbis (experimental, stereo only), native aac, wmav2, pcm_s16le, alac.
+_TARGETS: dict[str, tuple[str, str, int | None, int]] = {
+    ".wav": ("wav", "pcm_s16le", None, 1),
+    ".mp3": ("mp3", "libmp3lame", None, 1),
+    ".flac": ("flac", "flac", None, 1),
+    ".ogg": ("ogg", "vorbis", None, 2),
+    ".oga": ("ogg", "vorbis", None, 2),
+    ".opus": ("ogg", "libopus", 48000, 1),
+    ".webm": ("webm", "libopus", 48000, 1),
+    ".mka": ("matroska", "libopus", 48000, 1),
+    ".m4a": ("ipod", "aac", None, 1),
+    ".aac": ("adts", "aac", None, 1),
+    ".mp4": ("mp4", "aac", None, 1),
+    ".wma": ("asf", "wmav2", None, 1),
+}
+
+
+def espeak_available() -> bool:
+    """True when the espeak-ng executable is on PATH (tests that need speech skip otherwise)."""
+    return shutil.which(ESPEAK) is not None
+
+
+def speak_wav(text: str, path: Path, voice: str = "en-us", speed: int = 150) -> Path:
+    """Speak ``text`` into a WAV file with espeak-ng (argument list, never a shell)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [ESPEAK, "-v", voice, "-s", str(speed), "-w", str(path), "--", text],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return path
+
+
+def convert(src_wav: Path, dest: Path) -> Path:
+    """Transcode ``src_wav`` with PyAV into the container implied by ``dest``'s extension."""
+    src_wav, dest = Path(src_wav), Path(dest)
+    try:
+        fmt, codec, rate, channels = _TARGETS[dest.suffix.lower()]
+    except KeyError:
+        raise ValueError(f"convert(): no encoder set up for {dest.suffix!r}") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src_wav)) as src, av.open(str(dest), "w", format=fmt) as out:
+        in_stream = src.streams.audio[0]
+        out_rate = rate or in_stream.codec_context.sample_rate
+        layout = "mono" if channels == 1 else "stereo"
+        stream = out.add_stream(codec, rate=out_rate, layout=layout)
+        ctx = stream.codec_context
+        if codec == "vorbis":
+            ctx.options = {"strict": "experimental"}
+        if codec == "wmav2":
+            ctx.bit_rate = 64000  # it will not open without one
+        fmt_name = ctx.codec.audio_formats[0].name if ctx.codec.audio_formats else "s16"
+        ctx.format = fmt_name
+        ctx.open(strict=False)  # the frame size is only known once the encoder is open
+        frame_size = ctx.frame_size or None
+        resampler = av.AudioResampler(
+            format=fmt_name, layout=layout, rate=out_rate, frame_size=frame_size
+        )
+        pts = 0
+
+        def _encode(frames: list[av.AudioFrame]) -> None:
+            nonlocal pts
+            for frame in frames:
+                frame.pts = pts
+                frame.time_base = Fraction(1, out_rate)
+                pts += frame.samples
+                out.mux(stream.encode(frame))
+
+        for frame in src.decode(in_stream):
+            frame.pts = None
+            _encode(resampler.resample(frame))
+        _encode(resampler.resample(None))
+        out.mux(stream.encode(None))
+    return dest
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def tone_wav(path: Path, seconds: float, freq: float = 440, rate: int = 16000) -> Path:
+    """A mono 16-bit sine tone: cheap non-speech audio for volume tests with many files."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return _write_wav(path, 0.5 * np.sin(2 * np.pi * freq * t), rate)
+
+
+def silence_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """A mono 16-bit file of digital silence."""
+    return _write_wav(path, np.zeros(int(round(seconds * rate))), rate)
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Read a 16-bit PCM WAV as mono float32 in [-1, 1) and its rate (reference for tests)."""
+    with wave.open(str(path), "rb") as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        assert w.getsampwidth() == 2, "read_wav handles 16-bit PCM only"
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    data = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data
+    return (data.astype(np.float32) / 32768.0), rate
+
+
+_PUNCT = re.compile(r"[^\w\s']+")
+
+
+def _words(text: str) -> list[str]:
+    return _PUNCT.sub(" ", text.lower()).replace("'", "").split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance / number of reference words (lowercase, no punctuation)."""
+    ref, hyp = _words(reference), _words(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, start=1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.2) -> T:
+    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            name = getattr(predicate, "__name__", repr(predicate))
+            raise AssertionError(f"condition {name} not met within {timeout:.1f}s (last: {value!r})")
+        time.sleep(interval)
