@@ -83,10 +83,10 @@ MSG_PERMISSION = (
     "The file cannot be read: permission denied. Check the file's permissions; on Windows, "
     "close any program that still has it open."
 )
-MSG_NOT_MEDIA = "This is not an audio or video file (its contents are not a format DropScribe reads)."
+MSG_NOT_MEDIA = "This is not an audio or video file (DropScribe cannot read its contents)."
 MSG_NO_AUDIO_VIDEO = "This file has no audio stream (it looks like a video-only file)."
 MSG_NO_AUDIO = "This file has no audio stream."
-MSG_ZERO_SECONDS = "The recording is empty (it contains 0 seconds of audio)."
+MSG_NO_AUDIO_DATA = "The file contains no audio data (0 seconds)."
 MSG_DAMAGED_PREFIX = "The file is damaged or truncated: "
 
 
@@ -203,7 +203,9 @@ def _seconds(value: int | None, time_base: object) -> float | None:
     return float(value * time_base)
 
 
-def _metadata_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+def _metadata_duration(
+    container: av.container.InputContainer, stream: av.AudioStream
+) -> float | None:
     """Duration from the headers (stream first, then container), or None when absent."""
     seconds = _seconds(stream.duration, stream.time_base)
     if seconds is None or seconds <= 0:
@@ -246,12 +248,13 @@ def _decoded_seconds(container: av.container.InputContainer, stream: av.AudioStr
 def _data_duration(
     container: av.container.InputContainer, stream: av.AudioStream, claimed: float | None
 ) -> float | None:
-    """Where the audio data really ends, measured from the stream start.
+    """Where the audio data really ends, measured from the stream start (0.0: no data).
 
     With a claimed duration we seek to just before its end and demux the few packets left —
     milliseconds even for hours of audio, and it catches truncated files whose headers still
     promise the full length (a half-copied MP3 with a Xing header claims its original
     duration). Without one, or when the seek finds nothing, we demux from the start.
+    Returns None only when the file cannot be checked at all (not seekable).
     """
     start = _seconds(stream.start_time, stream.time_base) or 0.0
     end: float | None = None
@@ -266,13 +269,13 @@ def _data_duration(
     if end is None:
         try:
             container.seek(0)
-        except (av.error.FFmpegError, EOFError):
+            end = _packet_end(container, stream)
+            if end is None:  # packets without timestamps: count decoded samples instead
+                container.seek(0)
+                return _decoded_seconds(container, stream)
+        except (av.error.FFmpegError, EOFError) as exc:
+            log.debug("cannot rewind to measure the duration: %s", exc)
             return None
-        end = _packet_end(container, stream)
-        if end is None:
-            container.seek(0)
-            seconds = _decoded_seconds(container, stream)
-            return seconds or None
     return max(0.0, end - start)
 
 
@@ -288,13 +291,17 @@ def probe(path: Path) -> AudioInfo:
             cc = stream.codec_context
             claimed = _metadata_duration(container, stream)
             measured = _data_duration(container, stream, claimed)
-            if measured is None and claimed is None:
-                raise _damaged("it contains no audio data.")
+            if not measured and claimed is None:
+                raise NotAudioError(MSG_NO_AUDIO_DATA, "empty")
+            if measured == 0.0:
+                raise _damaged("the headers promise audio, but there is no audio data.")
             if measured is None:
                 duration = claimed
             elif claimed is None:
                 duration = measured
-            elif abs(measured - claimed) <= max(_DURATION_TOLERANCE_S, claimed * _DURATION_TOLERANCE_REL):
+            elif abs(measured - claimed) <= max(
+                _DURATION_TOLERANCE_S, claimed * _DURATION_TOLERANCE_REL
+            ):
                 duration = claimed
             else:
                 log.warning(
@@ -302,9 +309,8 @@ def probe(path: Path) -> AudioInfo:
                     path.name, claimed, measured, measured,
                 )
                 duration = measured
-            assert duration is not None
-            if duration <= 0:
-                raise NotAudioError(MSG_ZERO_SECONDS, "empty")
+            if not duration or duration <= 0:
+                raise NotAudioError(MSG_NO_AUDIO_DATA, "empty")
             return AudioInfo(
                 duration_s=float(duration),
                 codec=cc.codec.canonical_name or cc.name,
@@ -379,7 +385,7 @@ def decode(path: Path, sample_rate: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
     if not chunks:
         if bad_packets:
             raise _damaged("no audio could be decoded from it.")
-        raise NotAudioError(MSG_ZERO_SECONDS, "empty")
+        raise NotAudioError(MSG_NO_AUDIO_DATA, "empty")
     audio = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
     return audio.astype(np.float32, copy=False)
 

@@ -169,5 +169,7 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.2) 
             return value
         if time.monotonic() >= deadline:
             name = getattr(predicate, "__name__", repr(predicate))
-            raise AssertionError(f"condition {name} not met within {timeout:.1f}s (last: {value!r})")
+            raise AssertionError(
+                f"condition {name} not met within {timeout:.1f}s (last value: {value!r})"
+            )
         time.sleep(interval)

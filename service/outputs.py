@@ -1,0 +1,390 @@
+"""Transcript files and error reports in the outbox, written atomically and only inside it.
+
+Three rules shape this module:
+
+* Nothing outside ``outbox/`` is ever written because of a file or folder name (or a sidecar):
+  ``output_dir_for`` is the one place a source's relative path becomes an output folder.
+* A reader (a person, a sync client) never sees a half-written transcript or a mixed set:
+  every format is rendered to a hidden temp file first, fsynced, and only then renamed into
+  place; if anything fails, the temps are removed and the previous set stays as it was.
+* Text is UTF-8 without a BOM with ``\\n`` line ends on every platform, so outputs are
+  byte-identical on Windows and Linux and Chinese text is stored as itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, TextIO
+
+from whisper.utils import WriteSRT, WriteTSV, WriteTXT, WriteVTT
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+
+# Options for whisper's subtitle writers: keep whisper's own segmentation, no karaoke tags.
+WRITER_OPTIONS: dict[str, Any] = {
+    "max_line_width": None,
+    "max_line_count": None,
+    "highlight_words": False,
+}
+
+_WHISPER_WRITERS = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT, "tsv": WriteTSV}
+_SEGMENT_KEYS = ("id", "start", "end", "text", "avg_logprob", "no_speech_prob")
+_RESERVED_JSON_KEYS = frozenset({"text", "segments", "language"})
+
+# Our temp files: ".<final name>.<12 hex>.tmp" — hidden, ignored by the watcher (".*", "*.tmp"),
+# and specific enough that cleanup never mistakes someone else's file for ours.
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$", re.DOTALL)
+_MAX_NAME_BYTES = 240  # NAME_MAX is 255 bytes on Linux; leave room
+
+
+class UnsafePathError(ValueError):
+    """A relative path or name would place output outside the outbox."""
+
+
+# --- where outputs go -----------------------------------------------------------------------
+
+
+def _unsafe_part(part: str) -> bool:
+    # ":" can only mean a drive or an NTFS alternate data stream on Windows; on POSIX it is an
+    # ordinary character (a folder "10:30" is legal there).
+    return part == ".." or "\x00" in part or (os.name == "nt" and ":" in part)
+
+
+def _split_relative(rel: PurePosixPath | str) -> list[str]:
+    """Split a source path relative to the inbox into safe parts, or raise UnsafePathError.
+
+    Backslashes count as separators on every platform: a Windows user's path can reach us
+    through a sidecar or a database row written on Windows.
+    """
+    text = str(rel)
+    if not text.strip():
+        raise UnsafePathError("empty relative path")
+    if PureWindowsPath(text).anchor or text.startswith(("/", "\\")):
+        raise UnsafePathError(f"absolute path or drive not allowed: {text!r}")
+    parts = [p for p in re.split(r"[\\/]+", text) if p not in ("", ".")]
+    if not parts or any(_unsafe_part(p) for p in parts):
+        raise UnsafePathError(f"'..' or an unsafe component is not allowed: {text!r}")
+    return parts
+
+
+def _inside(root: Path, candidate: Path) -> bool:
+    root_r, cand_r = os.path.realpath(root), os.path.realpath(candidate)
+    try:
+        return os.path.commonpath([root_r, cand_r]) == root_r
+    except ValueError:  # different drives on Windows
+        return False
+
+
+def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
+    """``outbox/<folder of the source relative to the inbox>`` — never anywhere else.
+
+    ``team/会议 记录 1.mp3`` → ``outbox/team``. Refuses absolute paths, drives, UNC paths and
+    ``..``, and also a result that leaves the outbox through a symlinked folder.
+    """
+    parts = _split_relative(rel_source)
+    target = Path(outbox).joinpath(*parts[:-1])
+    if not _inside(Path(outbox), target):
+        raise UnsafePathError(f"{str(rel_source)!r} resolves outside the outbox")
+    return target
+
+
+def _check_stem(stem: str) -> None:
+    if not stem or stem.strip() in ("", ".", "..") or re.search(r"[\\/\x00]", stem):
+        raise UnsafePathError(f"unsafe output name: {stem!r}")
+    if os.name == "nt" and ":" in stem:
+        raise UnsafePathError(f"unsafe output name: {stem!r}")
+
+
+# --- atomic file writing --------------------------------------------------------------------
+
+
+def _temp_path(out_dir: Path, final_name: str) -> Path:
+    name = f".{final_name}.{secrets.token_hex(6)}.tmp"
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        digest = hashlib.sha1(final_name.encode("utf-8")).hexdigest()[:16]
+        name = f".{digest}.{secrets.token_hex(6)}.tmp"
+    return out_dir / name
+
+
+def _write_temp(out_dir: Path, final_name: str, render: Callable[[TextIO], None]) -> Path:
+    """Render into a new hidden temp file in ``out_dir``, fsynced; the caller renames it."""
+    tmp = _temp_path(out_dir, final_name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as fh:
+            render(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove temp file %s: %s", path, exc)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the renames durable (POSIX); Windows has no directory handles to fsync."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _backup(final: Path) -> Path | None:
+    """Keep the current version of ``final`` aside (hard link, else copy) for a rollback."""
+    if not final.exists():
+        return None
+    backup = _temp_path(final.parent, final.name)
+    try:
+        os.link(final, backup)
+    except OSError:  # FAT/exFAT or a share without hard links
+        shutil.copy2(final, backup)
+    return backup
+
+
+def _commit(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Rename every temp over its final name; on any failure restore the previous set.
+
+    Each rename is atomic; backups make the set all-or-nothing too (on Windows a rename can
+    fail when another program holds the old transcript open).
+    """
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, final in pairs:
+            backup = _backup(final)
+            done.append((final, backup))
+            os.replace(tmp, final)
+    except BaseException:
+        for final, backup in reversed(done):
+            try:
+                if backup is not None:
+                    os.replace(backup, final)
+                else:
+                    _unlink_quietly(final)
+            except OSError as exc:
+                log.error("could not restore %s after a failed write: %s", final, exc)
+        for tmp, _final in pairs:
+            _unlink_quietly(tmp)
+        raise
+    for _final, backup in done:
+        if backup is not None:
+            _unlink_quietly(backup)
+    if pairs:
+        _fsync_dir(pairs[0][1].parent)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    """Serialise what whisper results and meta may hold: numpy scalars/arrays, datetimes, paths."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _json_document(result: dict, meta: dict) -> dict:
+    clash = _RESERVED_JSON_KEYS & set(meta)
+    if clash:
+        raise ValueError(f"meta must not override transcript keys: {sorted(clash)}")
+    segments = []
+    for seg in result.get("segments", []):
+        item = {key: seg.get(key) for key in _SEGMENT_KEYS}
+        if seg.get("words"):
+            item["words"] = seg["words"]
+        segments.append(item)
+    return {
+        "text": result.get("text", ""),
+        "segments": segments,
+        "language": result.get("language"),
+        **meta,
+    }
+
+
+def _render(fmt: str, result: dict, meta: dict, fh: TextIO) -> None:
+    """Write one format to an open text file (whisper's writers for all but json)."""
+    if fmt == "json":
+        json.dump(_json_document(result, meta), fh, ensure_ascii=False, indent=2,
+                  default=_json_default)
+        fh.write("\n")
+        return
+    writer = _WHISPER_WRITERS[fmt](".")  # output_dir is unused: we pass the file handle
+    writer.write_result(result, file=fh, options=dict(WRITER_OPTIONS))
+
+
+def _check_formats(formats: Sequence[str]) -> list[str]:
+    unique = list(dict.fromkeys(f.lower().lstrip(".") for f in formats))
+    unknown = [f for f in unique if f not in OUTPUT_FORMATS]
+    if unknown:
+        raise ValueError(f"unknown output format(s) {unknown}; choose from {OUTPUT_FORMATS}")
+    if not unique:
+        raise ValueError("no output formats requested")
+    return unique
+
+
+def write_transcripts(
+    result: dict, out_dir: Path, stem: str, formats: Sequence[str], meta: dict
+) -> list[Path]:
+    """Write ``<stem>.<fmt>`` for each format into ``out_dir``, all or nothing.
+
+    ``result`` is openai-whisper's ``transcribe()`` dict. Every format is rendered and fsynced
+    to a temp file before any is renamed into place, so a failure (in any writer, a full disk)
+    leaves the previous set exactly as it was and no temp behind. Re-running replaces the
+    same files. Formats not requested this time are left alone. A stale ``<stem>.error.txt``
+    from an earlier failed attempt is removed on success.
+    """
+    fmts = _check_formats(formats)
+    _check_stem(stem)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs: list[tuple[Path, Path]] = []
+    try:
+        for fmt in fmts:
+            name = f"{stem}.{fmt}"
+            tmp = _write_temp(out_dir, name, lambda fh, fmt=fmt: _render(fmt, result, meta, fh))
+            pairs.append((tmp, out_dir / name))
+    except BaseException:
+        for tmp, _final in pairs:
+            _unlink_quietly(tmp)
+        raise
+    _commit(pairs)
+    stale = out_dir / f"{stem}.error.txt"
+    if stale.exists():
+        _unlink_quietly(stale)
+    written = [final for _tmp, final in pairs]
+    log.info("wrote %s", ", ".join(p.name for p in written))
+    return written
+
+
+# --- error reports --------------------------------------------------------------------------
+
+
+def _local_time(when: datetime) -> str:
+    """Show the user's local time with its offset; naive datetimes are UTC (the DB's clock)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    local = when.astimezone()
+    offset = local.strftime("%z")
+    offset = f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
+    return f"{local:%Y-%m-%d %H:%M:%S} ({offset})"
+
+
+def write_error_report(
+    out_dir: Path,
+    stem: str,
+    *,
+    source_name: str,
+    message: str,
+    attempts: int,
+    when: datetime,
+    hint: str | None = None,
+    moved_to: str | None = None,
+) -> Path:
+    """Write ``<stem>.error.txt``: which file, what went wrong, what to do next (plain English).
+
+    ``moved_to`` is where the source went (e.g. ``failed/team/talk.mp3``); it defaults to the
+    failed folder in general terms.
+    """
+    _check_stem(stem)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    where = f"to {moved_to}" if moved_to else "to the failed folder"
+    lines = [
+        f"DropScribe could not transcribe \"{source_name}\".",
+        "",
+        f"What went wrong: {message.strip()}",
+        f"Gave up after {tries}, last at {_local_time(when)}.",
+        "",
+        f"What to do next: the file was moved {where}. "
+        "Fix the problem and copy it into the inbox again.",
+    ]
+    if hint:
+        lines.append(f"Hint: {hint.strip()}")
+    text = "\n".join(lines) + "\n"
+    final = out_dir / f"{stem}.error.txt"
+    tmp = _write_temp(out_dir, final.name, lambda fh: fh.write(text))
+    _commit([(tmp, final)])
+    return final
+
+
+# --- crash leftovers ------------------------------------------------------------------------
+
+
+def is_temp_name(name: str) -> bool:
+    """True for names this module gives its temp files (and only those)."""
+    return bool(_TEMP_RE.match(name))
+
+
+def remove_temp_leftovers(out_dir_root: Path, max_age_minutes: float = 60.0) -> int:
+    """Delete our own temp files older than ``max_age_minutes`` under ``out_dir_root``.
+
+    They are left only when a writer process died mid-write. Younger ones may belong to a
+    writer still running, and anything not named like our temps is never touched (nor are
+    symlinks followed).
+    """
+    root = Path(out_dir_root)
+    cutoff = time.time() - max_age_minutes * 60.0
+    removed = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if not is_temp_name(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode) or st.st_mtime > cutoff:
+                    continue
+                os.unlink(path)
+            except OSError as exc:
+                log.debug("leaving %s: %s", path, exc)
+                continue
+            removed += 1
+            log.info("removed leftover temp file %s", path)
+    return removed
+
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "UnsafePathError",
+    "is_temp_name",
+    "output_dir_for",
+    "remove_temp_leftovers",
+    "write_error_report",
+    "write_transcripts",
+]

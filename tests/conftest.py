@@ -1,0 +1,46 @@
+"""Shared fixtures: real SQLite files, real settings files, real folders under tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service import db
+from service.clock import ManualClock
+from service.config import Settings, load_settings
+from service.tasks import TaskQueue
+
+pytest_plugins = ["tests.fixtures_models"]
+
+
+def write_settings(folder: Path, data: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "settings.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(write_settings(tmp_path, {"watcher": {"stable_seconds": 0.5}}))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{(tmp_path / 'data' / 'tasks.db').as_posix()}"
+    db.migrate(url)
+    return url
+
+
+@pytest.fixture
+def queue(db_url: str, clock: ManualClock) -> TaskQueue:
+    q = TaskQueue(db.make_engine(db_url), clock)
+    yield q
+    q.engine.dispose()

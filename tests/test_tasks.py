@@ -1,0 +1,162 @@
+"""The queue's state machine on a real SQLite file."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from pathlib import Path
+
+from service import db
+from service.tables import COMPLETED, FAILED, LOADING, PENDING, PROCESSING
+from service.tasks import MAX_RESOURCE_RETRIES, NewTask, TaskQueue
+
+
+def new(source: str = "a.mp3", **kw) -> NewTask:
+    return NewTask(source=source, size=kw.pop("size", 100), mtime_ns=kw.pop("mtime_ns", 1),
+                   model=kw.pop("model", "tiny.en"), **kw)
+
+
+def test_enqueue_is_idempotent_for_the_same_file(queue: TaskQueue) -> None:
+    first = queue.enqueue(new())
+    assert first is not None and first.status == PENDING
+    assert queue.enqueue(new()) is None
+    assert queue.enqueue(new(size=200)) is None  # same path while still open: one task
+    assert queue.counts()[PENDING] == 1
+
+
+def test_full_run_writes_one_event_per_transition(queue: TaskQueue) -> None:
+    t = queue.enqueue(new())
+    assert queue.claim(t.id, "h:1", 60, device="cpu").status == LOADING
+    assert queue.claim(t.id, "h:2", 60) is None  # compare-and-set: the second claim loses
+    assert queue.start_processing(t.id, "h:1", 0.7).status == PROCESSING
+    queue.set_progress(t.id, "h:1", 0.5)
+    assert queue.get(t.id).progress == 0.5
+    done = queue.complete(t.id, "h:1", transcribe_seconds=2.0, outputs=["x.txt"])
+    assert done.status == COMPLETED and done.load_seconds == 0.7 and done.finished_at
+    steps = [(e.from_status, e.to_status) for e in queue.events(t.id)]
+    assert steps == [(None, PENDING), (PENDING, LOADING), (LOADING, PROCESSING),
+                     (PROCESSING, COMPLETED)]
+
+
+def test_only_the_claiming_worker_may_move_a_task(queue: TaskQueue) -> None:
+    t = queue.enqueue(new())
+    queue.claim(t.id, "h:1", 60)
+    assert queue.start_processing(t.id, "other:9", 1.0) is None
+    assert queue.get(t.id).status == LOADING
+
+
+def test_retries_back_off_exponentially_then_fail(queue: TaskQueue, clock) -> None:
+    t = queue.enqueue(new(max_attempts=3))
+    waits = []
+    for attempt in range(1, 4):
+        clock.advance(10_000)
+        assert queue.claim(t.id, "h:1", 60) is not None
+        row = queue.fail(t.id, "h:1", "error", "boom", retryable=True, backoff_seconds=30)
+        assert row.attempts == attempt
+        if attempt < 3:
+            assert row.status == PENDING
+            waits.append((row.next_attempt_at - clock.now()).total_seconds())
+            assert queue.ready() == []  # not before the backoff has passed
+        else:
+            assert row.status == FAILED and row.error_message == "boom"
+    assert waits == [30, 60]
+
+
+def test_non_retryable_failure_is_final_at_once(queue: TaskQueue) -> None:
+    t = queue.enqueue(new())
+    queue.claim(t.id, "h:1", 60)
+    row = queue.fail(t.id, "h:1", "not_audio", "no audio", retryable=False, backoff_seconds=30)
+    assert row.status == FAILED and row.attempts == 1
+
+
+def test_resource_errors_do_not_spend_attempts_but_are_bounded(queue: TaskQueue, clock) -> None:
+    t = queue.enqueue(new(max_attempts=2))
+    statuses = []
+    for _ in range(MAX_RESOURCE_RETRIES + 2):
+        clock.advance(1000)
+        if queue.claim(t.id, "h:1", 60) is None:
+            break
+        row = queue.fail(t.id, "h:1", "out_of_memory", "oom", retryable=True,
+                         backoff_seconds=1, resource=True)
+        statuses.append((row.status, row.attempts, row.resource_retries))
+    assert statuses[0] == (PENDING, 0, 1)
+    assert statuses[MAX_RESOURCE_RETRIES - 1] == (PENDING, 0, MAX_RESOURCE_RETRIES)
+    assert statuses[-1][0] == FAILED  # cannot loop forever
+
+
+def test_priority_then_age(queue: TaskQueue, clock) -> None:
+    a = queue.enqueue(new("a.mp3"))
+    clock.advance(1)
+    b = queue.enqueue(new("b.mp3", priority=5))
+    clock.advance(1)
+    c = queue.enqueue(new("c.mp3"))
+    assert [t.id for t in queue.ready()] == [b.id, a.id, c.id]
+    assert queue.claim_next("h:1", 60).id == b.id
+
+
+def test_requeue_on_shutdown_spends_no_attempt(queue: TaskQueue) -> None:
+    t = queue.enqueue(new())
+    queue.claim(t.id, "h:1", 60)
+    queue.start_processing(t.id, "h:1", 1.0)
+    row = queue.requeue(t.id, "h:1", "service stopped")
+    assert row.status == PENDING and row.attempts == 0
+
+
+def test_expired_leases_are_reaped_with_an_attempt(queue: TaskQueue, clock) -> None:
+    t = queue.enqueue(new())
+    queue.claim(t.id, "h:1", 60)
+    assert queue.reap_expired(30) == []
+    clock.advance(61)
+    [row] = queue.reap_expired(30)
+    assert row.status == PENDING and row.attempts == 1 and row.error_kind == "interrupted"
+
+
+def test_cancel_and_retry(queue: TaskQueue) -> None:
+    t = queue.enqueue(new())
+    assert queue.cancel(t.id).status == "cancelled"
+    assert queue.cancel(t.id) is None
+    assert queue.retry(t.id).status == PENDING
+
+
+def test_rejected_file_is_recorded_as_failed(queue: TaskQueue) -> None:
+    t = queue.enqueue(new("x.mp3"), failed=("not_audio", "This is not audio."))
+    assert t.status == FAILED and t.error_message == "This is not audio."
+    assert queue.ready() == []
+
+
+def test_finished_file_left_in_inbox_is_not_enqueued_again(queue: TaskQueue) -> None:
+    t = queue.enqueue(new())
+    queue.claim(t.id, "h", 60)
+    queue.start_processing(t.id, "h", 0)
+    queue.complete(t.id, "h")
+    assert queue.enqueue(new()) is None  # its move to archive/ did not happen: no loop
+    queue.set_source_state(t.id, "archived")
+    assert queue.enqueue(new()) is not None  # the same name dropped again later: new task
+
+
+def _claimer(url: str, worker: str, out) -> None:  # noqa: ANN001
+    q = TaskQueue(db.make_engine(url))
+    got = []
+    while (t := q.claim_next(worker, 60)) is not None:
+        got.append(t.id)
+    out.put(got)
+
+
+def test_eight_processes_claim_each_task_exactly_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{(tmp_path / 'claims.db').as_posix()}"
+    db.migrate(url)
+    q = TaskQueue(db.make_engine(url))
+    for i in range(400):
+        q.enqueue(new(f"f{i}.mp3"))
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(url, f"h:{i}", out)) for i in range(8)]
+    for p in procs:
+        p.start()
+    claimed = [tid for _ in procs for tid in out.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    counts = Counter(claimed)
+    assert len(claimed) == 400 and max(counts.values()) == 1
+    assert q.counts()[LOADING] == 400
