@@ -14,6 +14,7 @@ converts the UTF-8 string it receives from PyAV to UTF-16 and opens it with ``_w
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -133,6 +134,9 @@ def _translate_error(exc: BaseException, path: Path, head: bytes = b"") -> NotAu
     """
     if isinstance(exc, NotAudioError):
         return exc
+    if isinstance(exc, av.error.FFmpegError) and isinstance(exc, PermissionError):
+        if exc.errno != errno.EACCES:  # FFmpeg says EPERM for "cannot seek/do that", not access
+            return _damaged(f"{exc.strerror or exc}.")
     if isinstance(exc, IsADirectoryError):
         return NotAudioError(MSG_DIRECTORY, "directory")
     if isinstance(exc, PermissionError):
@@ -246,37 +250,36 @@ def _decoded_seconds(container: av.container.InputContainer, stream: av.AudioStr
 
 
 def _data_duration(
-    container: av.container.InputContainer, stream: av.AudioStream, claimed: float | None
-) -> float | None:
+    path: Path,
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    claimed: float | None,
+) -> float:
     """Where the audio data really ends, measured from the stream start (0.0: no data).
 
     With a claimed duration we seek to just before its end and demux the few packets left —
     milliseconds even for hours of audio, and it catches truncated files whose headers still
     promise the full length (a half-copied MP3 with a Xing header claims its original
-    duration). Without one, or when the seek finds nothing, we demux from the start.
-    Returns None only when the file cannot be checked at all (not seekable).
+    duration). Without one, or when the seek fails or finds nothing, we demux from the start
+    in a freshly opened container (some demuxers cannot seek back at all).
     """
     start = _seconds(stream.start_time, stream.time_base) or 0.0
-    end: float | None = None
     if claimed is not None and stream.time_base:
         target = start + max(0.0, claimed - _TAIL_SECONDS)
         try:
             container.seek(int(target / stream.time_base), stream=stream, backward=True)
             end = _packet_end(container, stream)
         except (av.error.FFmpegError, EOFError, OverflowError) as exc:
-            log.debug("seek to %.1fs failed: %s", target, exc)
+            log.debug("%s: seek to %.1fs failed: %s", path.name, target, exc)
             end = None
-    if end is None:
-        try:
-            container.seek(0)
-            end = _packet_end(container, stream)
-            if end is None:  # packets without timestamps: count decoded samples instead
-                container.seek(0)
-                return _decoded_seconds(container, stream)
-        except (av.error.FFmpegError, EOFError) as exc:
-            log.debug("cannot rewind to measure the duration: %s", exc)
-            return None
-    return max(0.0, end - start)
+        if end is not None:
+            return max(0.0, end - start)
+    with av.open(str(path)) as fresh:
+        end = _packet_end(fresh, fresh.streams.audio[0])
+    if end is not None:
+        return max(0.0, end - start)
+    with av.open(str(path)) as fresh:  # packets without timestamps: count decoded samples
+        return _decoded_seconds(fresh, fresh.streams.audio[0])
 
 
 def probe(path: Path) -> AudioInfo:
@@ -290,14 +293,12 @@ def probe(path: Path) -> AudioInfo:
         with _open_audio(path) as (container, stream, _head):
             cc = stream.codec_context
             claimed = _metadata_duration(container, stream)
-            measured = _data_duration(container, stream, claimed)
-            if not measured and claimed is None:
-                raise NotAudioError(MSG_NO_AUDIO_DATA, "empty")
-            if measured == 0.0:
+            measured = _data_duration(path, container, stream, claimed)
+            if measured <= 0.0:
+                if claimed is None:
+                    raise NotAudioError(MSG_NO_AUDIO_DATA, "empty")
                 raise _damaged("the headers promise audio, but there is no audio data.")
-            if measured is None:
-                duration = claimed
-            elif claimed is None:
+            if claimed is None:
                 duration = measured
             elif abs(measured - claimed) <= max(
                 _DURATION_TOLERANCE_S, claimed * _DURATION_TOLERANCE_REL
@@ -309,8 +310,6 @@ def probe(path: Path) -> AudioInfo:
                     path.name, claimed, measured, measured,
                 )
                 duration = measured
-            if not duration or duration <= 0:
-                raise NotAudioError(MSG_NO_AUDIO_DATA, "empty")
             return AudioInfo(
                 duration_s=float(duration),
                 codec=cc.codec.canonical_name or cc.name,
