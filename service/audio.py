@@ -346,14 +346,15 @@ def decode(path: Path, sample_rate: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
                 for out in frames:
                     chunks.append(out.to_ndarray().reshape(-1))
 
-            def packets() -> Iterator[av.Packet]:
+            def packets() -> Iterator[av.Packet | None]:
                 try:
-                    yield from container.demux(stream)
+                    yield from container.demux(stream)  # ends with an empty flush packet
                 except (av.error.FFmpegError, EOFError) as exc:
                     if not chunks:
                         raise
                     log.warning("%s: reading stopped early (%s); keeping what was decoded",
                                 path.name, exc)
+                    yield None  # flush the decoder ourselves: demux never reached the end
 
             for packet in packets():
                 try:

@@ -59,7 +59,9 @@ class ModelNotAvailable(Exception):
 
 
 def resolve_model(name: str, models_dir: Path) -> Path | None:
-    """models_dir/NAME.pt if that file exists, else None."""
+    """models_dir/NAME.pt if that file exists, else None (also for names that are paths)."""
+    if not _is_plain_name(name):
+        return None
     path = Path(models_dir) / f"{name}.pt"
     return path if path.is_file() else None
 
@@ -77,6 +79,11 @@ def load_model(name: str, models_dir: Path, device: str,
     import whisper
 
     models_dir = Path(models_dir)
+    if not _is_plain_name(name):
+        raise ModelNotAvailable(
+            f"'{name}' is not a model name: use a plain name such as 'small' or 'large-v3', "
+            f"whose file NAME.pt lives in {models_dir}."
+        )
     path = resolve_model(name, models_dir)
     if path is not None:
         model = _load_file(name, path)
@@ -144,6 +151,11 @@ def transcribe(model: whisper.Whisper, audio: np.ndarray, *, language: str | Non
 
 
 # --------------------------------------------------------------------------- loading helpers
+
+
+def _is_plain_name(name: str) -> bool:
+    """A model name must stay inside models_dir: no separators, no leading dot."""
+    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\:")
 
 
 def _not_available_message(name: str, models_dir: Path, reason: str | None) -> str:

@@ -635,11 +635,14 @@ def _read_torch_bin(path: Path) -> Iterator[tuple[str, np.ndarray]]:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelImportError(f"{path} cannot be read as PyTorch weights: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ModelImportError(f"{path} does not hold a dictionary of tensors.")
     for name, tensor in state.items():
         yield name, tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy()
 

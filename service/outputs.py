@@ -188,6 +188,9 @@ def _commit(pairs: Sequence[tuple[Path, Path]]) -> None:
             try:
                 if backup is not None:
                     os.replace(backup, final)
+                    # rename() between two links to the same file does nothing and keeps both
+                    # names (POSIX); that happens when the final was never replaced.
+                    _unlink_quietly(backup)
                 else:
                     _unlink_quietly(final)
             except OSError as exc:
@@ -228,12 +231,14 @@ def _json_document(result: dict, meta: dict) -> dict:
         if seg.get("words"):
             item["words"] = seg["words"]
         segments.append(item)
-    return {
+    doc = {
         "text": result.get("text", ""),
         "segments": segments,
         "language": result.get("language"),
         **meta,
     }
+    doc.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return doc
 
 
 def _render(fmt: str, result: dict, meta: dict, fh: TextIO) -> None:

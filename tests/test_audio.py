@@ -181,7 +181,8 @@ def expect(path: Path, kind: str, message: str) -> None:
 def test_zero_byte_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.mp3"
     path.touch()
-    expect(path, "empty", "The file is empty (0 bytes). If it was still being copied, copy it again.")
+    expect(path, "empty",
+           "The file is empty (0 bytes). If it was still being copied, copy it again.")
 
 
 def test_text_file_named_wav(tmp_path: Path) -> None:
@@ -348,3 +349,22 @@ def test_no_raw_pyav_exception_escapes_for_garbage(tmp_path: Path) -> None:
                 fn(path)
             except NotAudioError as err:
                 assert err.kind in {"not_media", "damaged", "empty", "no_audio"}
+
+
+@pytest.mark.parametrize("ext", [".mp3", ".m4a", ".ogg", ".flac", ".webm", ".wma"])
+def test_damage_in_the_middle_never_escapes_as_a_raw_error(
+    tmp_path: Path, speech: dict[str, Path], ext: str
+) -> None:
+    data = bytearray(speech[ext].read_bytes())
+    middle = len(data) // 3
+    data[middle : middle + 2000] = np.random.default_rng(3).integers(0, 256, 2000, np.uint8)
+    path = tmp_path / f"damaged{ext}"
+    path.write_bytes(bytes(data))
+    try:
+        info = probe(path)
+        samples = decode(path)
+    except NotAudioError as err:  # acceptable, as long as it is ours
+        assert err.kind == "damaged"
+        return
+    assert info.duration_s > 1.0
+    assert 16000 <= len(samples) <= (info.duration_s + 0.5) * 16000

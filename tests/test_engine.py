@@ -78,6 +78,15 @@ def test_missing_model_says_what_to_put_where(
     assert no_network == []
 
 
+@pytest.mark.parametrize("name", ["../tiny.en", "sub/tiny.en", ".hidden", "", "C:tiny"])
+def test_path_like_names_never_leave_the_models_dir(name: str, tmp_path: Path) -> None:
+    (tmp_path / "tiny.en.pt").write_bytes(b"x")
+    models_dir = tmp_path / "models"
+    assert resolve_model(name, models_dir) is None
+    with pytest.raises(ModelNotAvailable, match="is not a model name"):
+        load_model(name, models_dir, "cpu", allow_download=True)
+
+
 def test_failed_download_becomes_model_not_available(
     tmp_path: Path, no_network: list[str]
 ) -> None:

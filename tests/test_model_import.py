@@ -150,14 +150,15 @@ def _ct2_string(text: str) -> bytes:
 def _write_ct2(path: Path, variables: list[tuple[str, np.ndarray, int]], *,
                version: int = 6, spec: str = "WhisperSpec", nbytes_delta: int = 0) -> None:
     """A small model.bin in CTranslate2's layout (DESIGN.md §8)."""
-    out = struct.pack("<I", version) + _ct2_string(spec) + struct.pack("<II", 3, len(variables))
-    for name, arr, type_id in variables:
-        data = arr.tobytes()
-        out += _ct2_string(name) + struct.pack("<B", arr.ndim)
-        out += struct.pack(f"<{arr.ndim}I", *arr.shape)
-        out += struct.pack("<BI", type_id, len(data) + nbytes_delta) + data
-    out += struct.pack("<I", 1) + _ct2_string("a/alias") + _ct2_string(variables[0][0])
-    path.write_bytes(out)
+    with path.open("wb") as out:
+        out.write(struct.pack("<I", version) + _ct2_string(spec))
+        out.write(struct.pack("<II", 3, len(variables)))
+        for name, arr, type_id in variables:
+            out.write(_ct2_string(name) + struct.pack("<B", arr.ndim))
+            out.write(struct.pack(f"<{arr.ndim}I", *arr.shape))
+            out.write(struct.pack("<BI", type_id, arr.nbytes + nbytes_delta))
+            out.write(np.ascontiguousarray(arr).data)
+        out.write(struct.pack("<I", 1) + _ct2_string("a/alias") + _ct2_string(variables[0][0]))
 
 
 def test_wrong_version_and_spec(tmp_path: Path) -> None:

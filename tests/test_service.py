@@ -1,0 +1,201 @@
+"""End to end: the real service (`python app.py --settings …`) as a child process, real
+watchdog, real SQLite, real worker processes and real openai-whisper on real tiny.en weights
+imported with `python app.py models import`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from service import db
+from service.config import load_settings
+from service.tasks import TaskQueue
+from tests.conftest import write_settings
+from tests.speech import convert, speak_wav, tone_wav, wait_for, word_error_rate
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+WER_BOUND = 0.25  # espeak-ng speech through tiny.en on the CPU; measured 0.0 on these sentences
+
+SENTENCES = {
+    "talk.wav": "Please transcribe this audio file carefully.",
+    "team/weekly update.mp3": "The meeting starts at nine in the morning.",
+    "会议/会议 记录 1.mp3": "We will review the budget and the schedule today.",
+    "notes.flac": "Thank you for listening to this recording.",
+}
+
+
+def app(settings: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a CLI command the way a user would."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--settings", str(settings), *args],
+        capture_output=True, text=True, encoding="utf-8", timeout=timeout, cwd="/",
+    )
+
+
+class ServiceProcess:
+    def __init__(self, settings_path: Path) -> None:
+        self.settings_path = settings_path
+        self.settings = load_settings(settings_path)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        self.log = open(settings_path.parent / "service.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--settings", str(settings_path)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd="/",
+        )
+        wait_for(lambda: self.settings.sqlite_path.exists(), timeout=60)
+        self.queue = TaskQueue(db.make_engine(self.settings.database_url))
+
+    def output(self) -> str:
+        return (self.settings_path.parent / "service.out").read_text("utf-8", errors="replace")
+
+    def tasks(self) -> list:
+        return self.queue.list(limit=1000)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        self.queue.engine.dispose()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_en_source: Path) -> Path:
+    """tiny.en imported with the real CLI (the conversion a user without internet would run)."""
+    folder = tmp_path_factory.mktemp("models")
+    settings = write_settings(folder / "cfg", {"models": {"dir": str(folder)}})
+    result = app(settings, "models", "import", str(tiny_en_source), "--name", "tiny.en")
+    assert result.returncode == 0, result.stderr
+    assert (folder / "tiny.en.pt").is_file()
+    listing = app(settings, "models", "list")
+    assert "tiny.en" in listing.stdout
+    return folder
+
+
+def service_settings(tmp_path: Path, models_dir: Path, **extra: dict) -> Path:
+    data = {
+        "models": {"dir": str(models_dir), "default": "tiny.en", "allow_download": False},
+        "watcher": {"stable_seconds": 1.0, "rescan_seconds": 5},
+        "scheduler": {"interval_seconds": 0.5, "backoff_seconds": 1, "progress_seconds": 0.5},
+        "gpu": {"devices": "none"},
+    }
+    for key, value in extra.items():
+        data.setdefault(key, {}).update(value)
+    return write_settings(tmp_path / "svc", data)
+
+
+@pytest.fixture
+def service(tmp_path: Path, models_dir: Path):
+    svc = ServiceProcess(service_settings(tmp_path, models_dir))
+    yield svc
+    code = svc.stop()
+    assert code == 0, svc.output()[-3000:]
+
+
+def test_drop_files_get_transcripts_history_and_archive(service: ServiceProcess, tmp_path: Path):
+    s = service.settings
+    speech = tmp_path / "speech"
+    for rel, text in SENTENCES.items():
+        wav = speak_wav(text, speech / (Path(rel).stem + ".wav"))
+        staged = speech / "staged" / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".wav"):
+            shutil.copy(wav, staged)
+        else:
+            convert(wav, staged)
+    for rel in SENTENCES:  # copy in like a user would: into a temp name, then rename
+        target = s.inbox / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(speech / "staged" / rel, target.with_name(target.name + ".part"))
+        os.replace(target.with_name(target.name + ".part"), target)
+    (s.inbox / "broken.mp3").write_text("not audio at all", encoding="utf-8")
+
+    def all_final():
+        rows = service.tasks()
+        return len(rows) == 5 and all(r.status in ("completed", "failed") for r in rows) and rows
+
+    rows = wait_for(all_final, timeout=300, interval=1.0)
+    by = {r.source: r for r in rows}
+    for rel, text in SENTENCES.items():
+        row = by[rel]
+        assert row.status == "completed", (rel, row.error_message, service.output()[-2000:])
+        assert row.load_seconds > 0 and row.transcribe_seconds > 0 and row.audio_seconds > 1
+        assert row.claimed_at and row.processing_at and row.finished_at and row.attempts == 0
+        stem = s.outbox / Path(rel).parent / Path(rel).stem
+        for ext in ("txt", "srt", "vtt", "json"):
+            assert stem.with_name(stem.name + "." + ext).is_file(), (rel, ext)
+        said = stem.with_name(stem.name + ".txt").read_text(encoding="utf-8")
+        assert word_error_rate(text, said) <= WER_BOUND, (text, said)
+        meta = json.loads(stem.with_name(stem.name + ".json").read_text(encoding="utf-8"))
+        assert meta["model"] == "tiny.en" and meta["language"] == "en" and meta["segments"]
+        assert "-->" in stem.with_name(stem.name + ".srt").read_text(encoding="utf-8")
+        assert (s.archive / rel).is_file() and not (s.inbox / rel).exists()
+        assert row.source_state == "archived"
+    bad = by["broken.mp3"]
+    assert bad.status == "failed" and bad.error_kind == "not_audio"
+    assert (s.failed / "broken.mp3").is_file()
+    report = (s.outbox / "broken.error.txt").read_text(encoding="utf-8")
+    assert "broken.mp3" in report and "not an audio or video file" in report
+
+    history = app(service.settings_path, "sql",
+                  "SELECT source, status, real_time_factor FROM task_history ORDER BY id")
+    assert history.returncode == 0, history.stderr
+    assert "会议/会议 记录 1.mp3" in history.stdout and "(5 rows)" in history.stdout
+    stats = app(service.settings_path, "sql", "SELECT model, completed FROM model_stats")
+    assert "tiny.en" in stats.stdout
+    status = app(service.settings_path, "status", "--json")
+    data = json.loads(status.stdout)
+    assert data["service"] == "running" and data["counts"]["completed"] == 4
+    tasks = app(service.settings_path, "tasks", "--status", "failed")
+    assert "broken.mp3" in tasks.stdout
+
+
+def test_ctrl_c_requeues_running_work_without_spending_an_attempt(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    svc = ServiceProcess(service_settings(tmp_path, models_dir))
+    try:
+        tone_wav(svc.settings.inbox / "long.wav", 120.0)  # ~20 s of CPU work for tiny.en
+        wait_for(lambda: [t for t in svc.tasks() if t.status == "processing"], timeout=120)
+        workers = [p for p in psutil.Process(svc.proc.pid).children(recursive=True)]
+    finally:
+        assert svc.stop() == 0, svc.output()[-3000:]
+    [row] = TaskQueue(db.make_engine(svc.settings.database_url)).list()
+    assert row.status == "pending" and row.attempts == 0
+    assert (svc.settings.inbox / "long.wav").is_file()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == [], "worker processes outlived the service"
+    events = TaskQueue(db.make_engine(svc.settings.database_url)).events(row.id)
+    assert events[-1].detail == "service stopped"
+
+
+def test_missing_model_fails_with_instructions_and_does_not_spin(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    svc = ServiceProcess(service_settings(tmp_path, models_dir))
+    try:
+        (svc.settings.inbox / "small").mkdir(parents=True)
+        tone_wav(svc.settings.inbox / "small" / "x.wav", 1.0)
+        [row] = wait_for(lambda: [t for t in svc.tasks() if t.status == "failed"], timeout=120)
+    finally:
+        assert svc.stop() == 0
+    assert row.error_kind == "model_missing" and row.attempts == 1
+    assert "small.pt" in row.error_message and "models import" in row.error_message
+    report = (svc.settings.outbox / "small" / "x.error.txt").read_text(encoding="utf-8")
+    assert "small.pt" in report
