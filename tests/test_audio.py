@@ -357,7 +357,7 @@ def test_damage_in_the_middle_never_escapes_as_a_raw_error(
 ) -> None:
     data = bytearray(speech[ext].read_bytes())
     middle = len(data) // 3
-    data[middle : middle + 2000] = np.random.default_rng(3).integers(0, 256, 2000, np.uint8)
+    data[middle : middle + 2000] = np.random.default_rng(3).bytes(2000)
     path = tmp_path / f"damaged{ext}"
     path.write_bytes(bytes(data))
     try:
