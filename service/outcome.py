@@ -47,12 +47,12 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
 def _report(settings: Settings, task: Task) -> None:
     rel = PurePosixPath(task.source)
     out_dir = outputs.output_dir_for(settings.outbox, rel)
-    where = settings.failed / rel.parent / rel.name
     outputs.write_error_report(
         out_dir,
         rel.stem,
         source_name=task.source,
-        message=f"{task.error_message or 'unknown error'} (the source was moved to {where})",
+        message=task.error_message or "unknown error",
+        moved_to=settings.failed / rel.parent / rel.name,
         attempts=task.attempts,
         when=task.finished_at or task.created_at,
         hint=HINTS.get(task.error_kind or ""),

@@ -202,7 +202,7 @@ class TaskQueue:
             task_id, PENDING, LOADING, worker=worker_id, detail=device,
             worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds),
             claimed_at=now, loading_at=now, device=device, vram_estimate_mb=vram_estimate_mb,
-            progress=0.0, error_kind=None, error_message=None,
+            progress=0.0,
         )
 
     def claim_next(self, worker_id: str, lease_seconds: float) -> Task | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from . import catalog
 from .config import GpuSettings
-from .gpu import GpuBackend, GpuInfo
+from .gpu import GpuBackend, GpuInfo, SimulatedBackend
 
 
 @dataclass
@@ -79,13 +79,19 @@ class VramPool:
             self._res[task_id] = Reservation(task_id, gpu, mb)
 
     def materialise(self, task_id: int) -> None:
+        """The worker has loaded its model: from now on NVML's "used" includes it."""
         with self._lock:
-            if task_id in self._res:
-                self._res[task_id].materialised = True
+            res = self._res.get(task_id)
+            if res is not None:
+                res.materialised = True
+                if isinstance(self.backend, SimulatedBackend):  # a fake card "allocates" too
+                    self.backend.hold(task_id, res.gpu, res.mb)
 
     def release(self, task_id: int) -> None:
         with self._lock:
             self._res.pop(task_id, None)
+            if isinstance(self.backend, SimulatedBackend):
+                self.backend.release(task_id)
 
     def reservations(self) -> list[Reservation]:
         with self._lock:

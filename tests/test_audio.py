@@ -125,19 +125,6 @@ def test_decode_passthrough_of_16k_mono_input(tmp_path: Path) -> None:
     np.testing.assert_allclose(samples, expected, atol=1e-6)
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs an ffmpeg executable")
-def test_decode_matches_whisper_load_audio(speech: dict[str, Path]) -> None:
-    # whisper.audio.load_audio shells out to ffmpeg (absent on this machine; users lack it too).
-    import whisper.audio
-
-    for ext in (".wav", ".mp3", ".m4a"):
-        ours = decode(speech[ext])
-        theirs = whisper.audio.load_audio(str(speech[ext]))
-        assert abs(len(ours) - len(theirs)) <= 1
-        n = min(len(ours), len(theirs))
-        assert np.max(np.abs(ours[:n] - theirs[:n])) < 2e-3
-
-
 def test_video_with_sound_is_accepted(tmp_path: Path, speech: dict[str, Path]) -> None:
     path = make_video(tmp_path / "clip.mp4", with_audio_from=speech[".wav"])
     info = probe(path)
@@ -368,3 +355,44 @@ def test_damage_in_the_middle_never_escapes_as_a_raw_error(
         return
     assert info.duration_s > 1.0
     assert 16000 <= len(samples) <= (info.duration_s + 0.5) * 16000
+
+
+@pytest.mark.parametrize("ext", [".mp3", ".m4a"])
+def test_decoded_audio_is_what_whisper_expects(
+    tmp_path: Path, tiny_en_model: object, ext: str
+) -> None:
+    """The real check of decode(): tiny.en transcribes PyAV-decoded speech word for word.
+
+    whisper.audio.load_audio needs an ffmpeg executable, which neither this machine nor the
+    users have, so equivalence is checked by what it is for rather than sample by sample.
+    """
+    import whisper
+
+    from tests.fixtures_models import SENTENCE as SHORT
+    from tests.speech import word_error_rate
+
+    source = convert(speak_wav(SHORT, tmp_path / "s.wav"), tmp_path / f"会议 记录{ext}")
+    result = whisper.transcribe(tiny_en_model, decode(source), language="en", fp16=False,
+                                temperature=0.0, condition_on_previous_text=False)
+    assert word_error_rate(SHORT, result["text"]) == 0.0, result["text"]
+
+
+# --- the test helpers themselves (tests/speech.py) ------------------------------------------
+
+
+def test_word_error_rate_normalises_case_and_punctuation() -> None:
+    from tests.speech import word_error_rate
+
+    assert word_error_rate("Please transcribe this.", "please, TRANSCRIBE this") == 0.0
+    assert word_error_rate("a b c d", "a x c") == pytest.approx(0.5)  # 1 sub + 1 deletion
+    assert word_error_rate("a b", "a b c d") == pytest.approx(1.0)  # 2 insertions
+    assert word_error_rate("", "") == 0.0
+
+
+def test_wait_for_returns_the_value_or_fails_with_a_message() -> None:
+    from tests.speech import wait_for
+
+    calls = iter([0, None, "done"])
+    assert wait_for(lambda: next(calls), timeout=2, interval=0.01) == "done"
+    with pytest.raises(AssertionError, match="not met within 0.1s"):
+        wait_for(lambda: False, timeout=0.1, interval=0.02)

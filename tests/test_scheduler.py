@@ -1,0 +1,141 @@
+"""The dispatcher with a real queue, real worker processes and real tiny.en; GPUs simulated."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from service import db, outcome
+from service.clock import SystemClock
+from service.config import load_settings
+from service.gpu import SimulatedBackend
+from service.scheduler import Dispatcher
+from service.tasks import NewTask, TaskQueue
+from service.vram import VramPool
+from tests.conftest import write_settings
+from tests.speech import tone_wav
+
+pytestmark = pytest.mark.slow
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, checkpoint: Path, sizes: list[int] | None, **sched) -> None:
+        models = tmp_path / "models"
+        models.mkdir(parents=True)
+        shutil.copy(checkpoint, models / "tiny.en.pt")
+        data = {
+            "models": {"dir": str(models), "default": "tiny.en", "allow_download": False},
+            "scheduler": {"backoff_seconds": 0, "progress_seconds": 0.2, **sched},
+            "gpu": {"reserved_mb": 0, "max_tasks_per_gpu": 1},
+        }
+        self.settings = load_settings(write_settings(tmp_path, data))
+        for folder in (self.settings.inbox, self.settings.outbox):
+            folder.mkdir(parents=True, exist_ok=True)
+        db.migrate(self.settings.database_url)
+        self.queue = TaskQueue(db.make_engine(self.settings.database_url), SystemClock())
+        self.backend = SimulatedBackend(sizes) if sizes else None
+        self.pool = VramPool(self.backend, self.settings.gpu) if self.backend else None
+        self.dispatcher = Dispatcher(
+            self.settings, self.queue, SystemClock(), self.pool,
+            lambda t: outcome.settle(self.settings, self.queue, t), "test-host:1",
+        )
+
+    def add(self, name: str, seconds: float) -> None:
+        path = tone_wav(self.settings.inbox / name, seconds)
+        st = path.stat()
+        self.queue.enqueue(NewTask(source=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                   model="tiny.en", audio_seconds=seconds))
+
+    def run_until_idle(self, timeout: float, on_tick=None) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.dispatcher.tick()
+            if on_tick:
+                on_tick()
+            counts = self.queue.counts()
+            if not self.dispatcher.running and counts["pending"] == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"not idle after {timeout} s: {self.queue.counts()}")
+
+    def close(self) -> None:
+        self.dispatcher.shutdown()
+        self.queue.engine.dispose()
+
+
+@pytest.fixture
+def harness_factory(tmp_path: Path, tiny_en_checkpoint: Path):
+    made = []
+
+    def make(sizes: list[int] | None = None, **sched) -> Harness:
+        h = Harness(tmp_path / f"h{len(made)}", tiny_en_checkpoint, sizes, **sched)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_tasks_spread_over_simulated_gpus_within_their_budget(harness_factory) -> None:
+    h = harness_factory([2048, 2048])  # tiny.en estimate 1228 MiB: one task per card
+    for i in range(4):
+        h.add(f"clip{i}.wav", 2.0)
+    peak = []
+
+    def watch() -> None:
+        peak.append(len(h.dispatcher.running))
+        for gpu in h.pool.snapshot():
+            assert gpu["reserved_mb"] <= gpu["budget_mb"]
+
+    h.run_until_idle(240, watch)
+    rows = h.queue.list()
+    assert [r.status for r in rows] == ["completed"] * 4
+    assert {r.device for r in rows} == {"cuda:0", "cuda:1"}
+    assert max(peak) == 2
+    assert all(r.vram_estimate_mb == 1228 for r in rows)
+    assert h.pool.reservations() == [] and all(g.used_mb == 0 for g in h.backend.devices())
+    assert all((h.settings.archive / f"clip{i}.wav").is_file() for i in range(4))
+
+
+def test_external_load_holds_tasks_back_until_memory_frees(harness_factory) -> None:
+    h = harness_factory([4096])
+    h.backend.set_external(0, 3000)  # another program holds most of the card
+    h.add("wait.wav", 1.0)
+    for _ in range(10):
+        h.dispatcher.tick()
+        time.sleep(0.05)
+    assert h.queue.counts()["pending"] == 1 and not h.dispatcher.running
+    h.backend.set_external(0, 0)
+    h.run_until_idle(120)
+    assert h.queue.list()[0].status == "completed"
+
+
+def test_a_killed_worker_is_noticed_and_the_task_retried(harness_factory) -> None:
+    h = harness_factory(None, max_attempts=3)
+    h.add("victim.wav", 30.0)
+    deadline = time.monotonic() + 120
+    killed_at = None
+    while time.monotonic() < deadline and killed_at is None:
+        h.dispatcher.tick()
+        for run in h.dispatcher.running.values():
+            if h.queue.get(run.task.id).status == "processing":
+                os.kill(run.proc.process.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+        time.sleep(0.1)
+    assert killed_at is not None
+    while h.queue.get(1).attempts == 0:
+        h.dispatcher.tick()
+        time.sleep(0.05)
+    detect_s = time.monotonic() - killed_at
+    assert detect_s < 5
+    row = h.queue.get(1)
+    assert row.error_kind == "worker_crashed" and "exit code -9" in row.error_message
+    h.run_until_idle(180)
+    row = h.queue.get(1)
+    assert row.status == "completed" and row.attempts == 1
