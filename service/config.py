@@ -85,6 +85,8 @@ class GpuSettings(_Section):
     reserved_mb: int = Field(1024, ge=0)
     max_tasks_per_gpu: int = Field(5, ge=1)
     confidence_factor: float = Field(1.2, ge=1.0)
+    calibration_samples: int = Field(20, ge=1, le=1000)
+    calibration_k: float = Field(3.0, ge=0)
     simulate: list[int] | None = None
 
 

@@ -27,8 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TextIO
 
-from whisper.utils import WriteSRT, WriteTSV, WriteTXT, WriteVTT
-
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
@@ -40,7 +38,6 @@ WRITER_OPTIONS: dict[str, Any] = {
     "highlight_words": False,
 }
 
-_WHISPER_WRITERS = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT, "tsv": WriteTSV}
 _SEGMENT_KEYS = ("id", "start", "end", "text", "avg_logprob", "no_speech_prob")
 _RESERVED_JSON_KEYS = frozenset({"text", "segments", "language"})
 
@@ -248,7 +245,12 @@ def _render(fmt: str, result: dict, meta: dict, fh: TextIO) -> None:
                   default=_json_default)
         fh.write("\n")
         return
-    writer = _WHISPER_WRITERS[fmt](".")  # output_dir is unused: we pass the file handle
+    # Imported here: whisper pulls in torch (~2 s, ~300 MB), which the parent process (error
+    # reports, CLI) never needs; only the worker writes transcripts.
+    from whisper.utils import WriteSRT, WriteTSV, WriteTXT, WriteVTT
+
+    writers = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT, "tsv": WriteTSV}
+    writer = writers[fmt](".")  # output_dir is unused: we pass the file handle
     writer.write_result(result, file=fh, options=dict(WRITER_OPTIONS))
 
 

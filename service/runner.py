@@ -16,6 +16,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import db, gpu, outcome
+from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
 from .scheduler import Dispatcher, node_id
@@ -65,9 +66,15 @@ class Service:
             log.warning("task %s recovered after an unclean stop -> %s", task.id, task.status)
             if task.status == "failed":
                 outcome.settle(cfg, self.queue, task)
-        pool = VramPool(self.backend, cfg.gpu) if self.backend is not None else None
+        self.calibration = Calibration(
+            self.queue.engine, self.clock, confidence_factor=cfg.gpu.confidence_factor,
+            k=cfg.gpu.calibration_k, window=cfg.gpu.calibration_samples,
+        )
+        pool = None
+        if self.backend is not None:
+            pool = VramPool(self.backend, cfg.gpu, self.calibration.estimate_mb)
         self.dispatcher = Dispatcher(
-            cfg, self.queue, self.clock, pool, self._settled, self.worker_id
+            cfg, self.queue, self.clock, pool, self._settled, self.worker_id, self.calibration
         )
         self.watcher = InboxWatcher(cfg, self.queue, self.clock, on_rejected=self._settled)
         self.watcher.start()
@@ -118,6 +125,7 @@ class Service:
             "heartbeat": time.time(),
             "mode": "cpu" if pool is None else "simulated-gpu" if pool.backend.simulated else "gpu",
             "gpus": pool.snapshot() if pool is not None else [],
+            "estimates": self.calibration.table(),
             "running": self.dispatcher.running_summary(),
             "watcher_alive": self.watcher.alive(),
         }

@@ -16,13 +16,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import PurePosixPath
 
 from . import outputs
+from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
 from .files import safe_join
+from .planner import Active, Planner
 from .tables import Task
 from .tasks import TaskQueue
 from .vram import VramPool
@@ -49,6 +52,8 @@ class Running:
     task: Task
     proc: _Proc
     gpu: int | None
+    estimate_mb: int = 0
+    expected_end: datetime | None = None
     started: float = field(default_factory=time.monotonic)
     done: bool = False
 
@@ -62,11 +67,19 @@ class Dispatcher:
         pool: VramPool | None,
         on_settled: Callable[[Task], None],
         worker_id: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.clock = clock
         self.pool = pool
+        self.calibration = calibration
+        self.planner = None
+        self._gpu_names: dict[int, str] = {}
+        if pool is not None:
+            rtf = calibration.rtf if calibration is not None else (lambda g, m: default_rtf(m))
+            self.planner = Planner(pool, clock, rtf)
+            self._gpu_names = {g.index: g.name for g in pool.backend.devices()}
         self.on_settled = on_settled
         self.worker_id = worker_id or node_id()
         self.running: dict[int, Running] = {}
@@ -90,35 +103,45 @@ class Dispatcher:
             self._lock.release()
 
     # ---- starting work ----------------------------------------------------------------------
-    def _slots_free(self) -> bool:
-        if self.pool is None:
-            return len(self.running) < self.settings.cpu.max_concurrent_tasks
-        return True
-
     def _dispatch(self) -> None:
-        while self._slots_free():
-            started = False
-            for task in self.queue.ready(limit=50):
-                gpu, estimate = None, None
-                if self.pool is not None:
-                    placed = self.pool.place(task.model)
-                    if placed is None:
-                        continue  # does not fit now; a smaller task may
-                    gpu, estimate = placed
-                device = "cpu" if gpu is None else f"cuda:{gpu}"
-                claimed = self.queue.claim(
-                    task.id, self.worker_id, self.settings.scheduler.lease_seconds,
-                    device=device, vram_estimate_mb=estimate,
-                )
-                if claimed is None:
-                    continue  # someone else took it
-                if self.pool is not None and gpu is not None:
-                    self.pool.reserve(claimed.id, gpu, estimate or 0)
-                self._start(claimed, gpu)
-                started = True
-                break
-            if not started:
+        if self.planner is None:
+            self._dispatch_cpu()
+            return
+        for _ in range(100):  # bounded: a lost claim race just moves on to the next pick
+            decision = self.planner.next(self.queue.ready(limit=50), self._actives())
+            if decision is None:
                 return
+            task, gpu, estimate = decision.task, decision.gpu, decision.estimate_mb
+            claimed = self.queue.claim(
+                task.id, self.worker_id, self.settings.scheduler.lease_seconds,
+                device=f"cuda:{gpu}", vram_estimate_mb=estimate,
+            )
+            if claimed is None:
+                continue  # another node took it
+            self.pool.reserve(claimed.id, gpu, estimate)
+            runtime = self.planner.runtime_s(claimed, self._gpu_names.get(gpu, ""))
+            self._start(claimed, gpu, estimate, self.clock.now() + timedelta(seconds=runtime))
+
+    def _dispatch_cpu(self) -> None:
+        """No GPU: priority then age, `cpu.max_concurrent_tasks` at once."""
+        while len(self.running) < self.settings.cpu.max_concurrent_tasks:
+            for task in self.queue.ready(limit=10):
+                claimed = self.queue.claim(
+                    task.id, self.worker_id, self.settings.scheduler.lease_seconds, device="cpu"
+                )
+                if claimed is not None:
+                    self._start(claimed, None)
+                    break
+            else:
+                return
+
+    def _actives(self) -> list[Active]:
+        now = self.clock.now()
+        return [
+            Active(tid, r.gpu, r.estimate_mb, r.expected_end or now)
+            for tid, r in self.running.items()
+            if r.gpu is not None
+        ]
 
     def _job(self, task: Task, gpu: int | None) -> Job:
         cfg = self.settings
@@ -146,7 +169,13 @@ class Dispatcher:
             progress_seconds=cfg.scheduler.progress_seconds,
         )
 
-    def _start(self, task: Task, gpu: int | None) -> None:
+    def _start(
+        self,
+        task: Task,
+        gpu: int | None,
+        estimate_mb: int = 0,
+        expected_end: datetime | None = None,
+    ) -> None:
         try:
             job = self._job(task, gpu)
         except ValueError as err:  # an unsafe path: never write outside the outbox
@@ -161,7 +190,7 @@ class Dispatcher:
             self._release(task.id)
             self.queue.requeue(task.id, self.worker_id, "worker failed to start")
             return
-        self.running[task.id] = Running(task, proc, gpu)
+        self.running[task.id] = Running(task, proc, gpu, estimate_mb, expected_end)
         log.info("task %s loading %s on %s: %s", task.id, task.model, task.device, task.source)
 
     def _spawn(self) -> _Proc:
@@ -229,6 +258,7 @@ class Dispatcher:
                 outputs=info["outputs"], vram_peak_mb=info["vram_peak_mb"],
             )
             run.done = True
+            self._learn(run, info)
             if task is not None:
                 log.info(
                     "task %s completed in %.1f s: %s", tid, time.monotonic() - run.started,
@@ -238,7 +268,22 @@ class Dispatcher:
         elif kind == "error":
             err_kind, message, retryable, resource = args
             run.done = True
+            if resource and self.calibration is not None and run.gpu is not None:
+                new = self.calibration.out_of_memory(self._gpu_names[run.gpu], run.task.model)
+                log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
+                            tid, run.task.model, new)
             self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
+
+    def _learn(self, run: Running, info: dict) -> None:
+        """Feed the measured VRAM peak and speed back into the estimates."""
+        if self.calibration is None or run.gpu is None:
+            return
+        audio = info.get("audio_seconds") or 0
+        rtf = info["transcribe_seconds"] / audio if audio else None
+        self.calibration.record(
+            self._gpu_names[run.gpu], run.task.model, "fp16",
+            peak_mb=info.get("vram_peak_mb"), rtf=rtf,
+        )
 
     def _failed(
         self, task_id: int, kind: str, message: str, *, retryable: bool, resource: bool = False

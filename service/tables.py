@@ -118,5 +118,6 @@ class ModelMemory(Base):
     mean_mb: Mapped[float] = mapped_column(Float, default=0.0)
     variance: Mapped[float] = mapped_column(Float, default=0.0)
     last_peak_mb: Mapped[float | None] = mapped_column(Float)
+    floor_mb: Mapped[float] = mapped_column(Float, default=0.0)  # raised by out-of-memory
     rtf_mean: Mapped[float | None] = mapped_column(Float)  # seconds of work per audio second
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -12,7 +12,7 @@ process exits (that is when the driver really frees the memory).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from . import catalog
@@ -53,11 +53,13 @@ class VramPool:
     def estimate_mb(self, gpu: GpuInfo, model: str) -> int:
         return self._estimate(gpu.name, model)
 
-    def place(self, model: str) -> tuple[int, int] | None:
+    def place(self, model: str, exclude: Collection[int] = ()) -> tuple[int, int] | None:
         """(gpu index, estimate MiB) of the least-loaded card where `model` fits now, or None."""
         best: tuple[float, int, int] | None = None
         with self._lock:
             for gpu in self.backend.devices():
+                if gpu.index in exclude:
+                    continue
                 est = self.estimate_mb(gpu, model)
                 mine = [r for r in self._res.values() if r.gpu == gpu.index]
                 if len(mine) >= self.settings.max_tasks_per_gpu:

@@ -217,7 +217,7 @@ def test_pick_device_matches_torch() -> None:
     assert engine.pick_device() == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.gpu  # deselected by default (pyproject addopts); run with: pytest -m gpu
 def test_cuda_load_is_fp16_and_transcribes(
     tiny_en_checkpoint: Path, tmp_path: Path, sentence_audio: np.ndarray
 ) -> None:

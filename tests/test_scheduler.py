@@ -18,7 +18,7 @@ from service.scheduler import Dispatcher
 from service.tasks import NewTask, TaskQueue
 from service.vram import VramPool
 from tests.conftest import write_settings
-from tests.speech import tone_wav
+from tests.speech import silence_wav
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ class Harness:
         )
 
     def add(self, name: str, seconds: float) -> None:
-        path = tone_wav(self.settings.inbox / name, seconds)
+        path = silence_wav(self.settings.inbox / name, seconds)
         st = path.stat()
         self.queue.enqueue(NewTask(source=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                    model="tiny.en", audio_seconds=seconds))

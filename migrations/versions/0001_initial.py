@@ -125,6 +125,7 @@ def upgrade() -> None:
         sa.Column("mean_mb", sa.Float(), nullable=False),
         sa.Column("variance", sa.Float(), nullable=False),
         sa.Column("last_peak_mb", sa.Float(), nullable=True),
+        sa.Column("floor_mb", sa.Float(), nullable=False),
         sa.Column("rtf_mean", sa.Float(), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=True),
     )

@@ -1,0 +1,157 @@
+"""Estimates that learn: VRAM per (GPU name, model, precision) and speed per (GPU, model).
+
+Start from openai-whisper's table × confidence_factor; after each task the worker's measured
+peak joins the last N samples, and the estimate becomes mean + k·stddev. A CUDA out-of-memory
+raises a floor under the estimate. Everything lives in `model_memory`, so it survives restarts.
+The parent is the only writer on its node; the cache here is just a copy of that table.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from . import catalog
+from .clock import Clock
+from .db import session_factory
+from .tables import ModelMemory
+
+# Seconds of work per second of audio when nothing is measured yet (GPU, fp16, openai-whisper).
+DEFAULT_RTF = {"tiny": 0.03, "base": 0.04, "small": 0.07, "medium": 0.12, "large": 0.2,
+               "turbo": 0.08}
+OOM_GROWTH = 1.25
+
+
+def default_rtf(model: str) -> float:
+    for key in sorted(DEFAULT_RTF, key=len, reverse=True):
+        if key in model:
+            return DEFAULT_RTF[key]
+    return DEFAULT_RTF["large"]
+
+
+@dataclass
+class _Entry:
+    samples: list[float] = field(default_factory=list)
+    floor_mb: float = 0.0
+    rtf: float | None = None
+    last_peak: float | None = None
+
+
+class Calibration:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        *,
+        confidence_factor: float = 1.2,
+        k: float = 3.0,
+        window: int = 20,
+    ) -> None:
+        self._sessions = session_factory(engine)
+        self.clock = clock
+        self.confidence_factor = confidence_factor
+        self.k = k
+        self.window = window
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, str], _Entry] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        with self._sessions() as s, self._lock:
+            self._cache = {
+                (r.gpu_name, r.model, r.precision): _Entry(
+                    list(r.samples or []), r.floor_mb or 0.0, r.rtf_mean, r.last_peak_mb
+                )
+                for r in s.scalars(select(ModelMemory))
+            }
+
+    # ---- reading -------------------------------------------------------------------------
+    def estimate_mb(self, gpu_name: str, model: str, precision: str = "fp16") -> int:
+        with self._lock:
+            e = self._cache.get((gpu_name, model, precision))
+        base = catalog.default_vram_mb(model) * self.confidence_factor
+        if e is None:
+            return int(base)
+        if e.samples:
+            n = len(e.samples)
+            mean = sum(e.samples) / n
+            std = math.sqrt(sum((x - mean) ** 2 for x in e.samples) / n)
+            base = mean + self.k * std
+        return int(math.ceil(max(base, e.floor_mb)))
+
+    def rtf(self, gpu_name: str, model: str, precision: str = "fp16") -> float:
+        with self._lock:
+            e = self._cache.get((gpu_name, model, precision))
+        return e.rtf if e is not None and e.rtf else default_rtf(model)
+
+    def table(self) -> list[dict]:
+        """Estimate vs measured per model, for `status`."""
+        with self._lock:
+            keys = list(self._cache)
+        out = []
+        for gpu_name, model, precision in sorted(keys):
+            e = self._cache[(gpu_name, model, precision)]
+            out.append({
+                "gpu": gpu_name, "model": model, "precision": precision,
+                "default_mb": int(catalog.default_vram_mb(model) * self.confidence_factor),
+                "estimate_mb": self.estimate_mb(gpu_name, model, precision),
+                "measured_mean_mb": round(sum(e.samples) / len(e.samples)) if e.samples else None,
+                "last_peak_mb": e.last_peak, "samples": len(e.samples),
+                "real_time_factor": e.rtf,
+            })
+        return out
+
+    # ---- learning ------------------------------------------------------------------------
+    def record(
+        self,
+        gpu_name: str,
+        model: str,
+        precision: str,
+        *,
+        peak_mb: float | None,
+        rtf: float | None = None,
+    ) -> None:
+        """A finished task's measured peak (and speed) joins the window."""
+        def change(e: _Entry) -> None:
+            if peak_mb is not None and peak_mb > 0:
+                e.samples = (e.samples + [float(peak_mb)])[-self.window:]
+                e.last_peak = float(peak_mb)
+            if rtf is not None and rtf > 0:
+                e.rtf = rtf if e.rtf is None else 0.8 * e.rtf + 0.2 * rtf
+
+        self._update(gpu_name, model, precision, change)
+
+    def out_of_memory(self, gpu_name: str, model: str, precision: str = "fp16") -> int:
+        """Raise the floor after a CUDA OOM; returns the new estimate."""
+        current = self.estimate_mb(gpu_name, model, precision)
+
+        def change(e: _Entry) -> None:
+            e.floor_mb = max(e.floor_mb, current * OOM_GROWTH)
+
+        self._update(gpu_name, model, precision, change)
+        return self.estimate_mb(gpu_name, model, precision)
+
+    def _update(self, gpu_name: str, model: str, precision: str, change) -> None:  # noqa: ANN001
+        key = (gpu_name, model, precision)
+        with self._sessions.begin() as s, self._lock:
+            row = s.get(ModelMemory, key)
+            e = self._cache.get(key) or _Entry()
+            if row is not None:  # another node with the same GPU model may have written
+                e = _Entry(list(row.samples or []), row.floor_mb or 0.0, row.rtf_mean,
+                           row.last_peak_mb)
+            change(e)
+            n = len(e.samples)
+            mean = sum(e.samples) / n if n else 0.0
+            var = sum((x - mean) ** 2 for x in e.samples) / n if n else 0.0
+            values = dict(samples=e.samples, mean_mb=mean, variance=var, last_peak_mb=e.last_peak,
+                          rtf_mean=e.rtf, floor_mb=e.floor_mb, updated_at=self.clock.now())
+            if row is None:
+                s.add(ModelMemory(gpu_name=gpu_name, model=model, precision=precision, **values))
+            else:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            self._cache[key] = e

@@ -1,0 +1,109 @@
+"""The command line against a stopped service: status, tasks, retry, cancel, sql."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service import db, outcome
+from service.config import load_settings
+from service.tasks import NewTask, TaskQueue
+from tests.conftest import write_settings
+from tests.speech import tone_wav
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def app(settings: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--settings", str(settings), *args],
+        capture_output=True, text=True, encoding="utf-8", timeout=120, cwd="/",
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    path = write_settings(tmp_path / "站点", {"models": {"default": "tiny.en"}})
+    s = load_settings(path)
+    db.migrate(s.database_url)
+    q = TaskQueue(db.make_engine(s.database_url))
+    yield path, s, q
+    q.engine.dispose()
+
+
+def add(s, q: TaskQueue, name: str) -> int:  # noqa: ANN001
+    f = tone_wav(s.inbox / name, 0.5)
+    st = f.stat()
+    return q.enqueue(NewTask(source=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                             model="tiny.en")).id
+
+
+def test_status_says_not_running_and_counts_states(env) -> None:
+    path, s, q = env
+    add(s, q, "a.wav")
+    tid = add(s, q, "b.wav")
+    q.cancel(tid)
+    out = app(path, "status")
+    assert out.returncode == 0 and "service not running" in out.stdout
+    assert "pending 1" in out.stdout and "cancelled 1" in out.stdout
+    data = json.loads(app(path, "status", "--json").stdout)
+    assert data["service"] == "not running" and data["counts"]["pending"] == 1
+
+
+def test_retry_brings_a_failed_file_back_from_failed_folder(env) -> None:
+    path, s, q = env
+    tid = add(s, q, "会议 记录.wav")
+    q.claim(tid, "h:1", 60)
+    row = q.fail(tid, "h:1", "error", "boom", retryable=False, backoff_seconds=0)
+    outcome.settle(s, q, row)
+    assert (s.failed / "会议 记录.wav").is_file() and (s.outbox / "会议 记录.error.txt").is_file()
+    out = app(path, "retry", str(tid))
+    assert out.returncode == 0, out.stderr
+    row = q.get(tid)
+    assert row.status == "pending" and row.attempts == 0 and row.source_state == "inbox"
+    assert (s.inbox / "会议 记录.wav").is_file() and not (s.failed / "会议 记录.wav").exists()
+    again = app(path, "retry", str(tid))
+    assert again.returncode == 1 and "only failed or cancelled" in again.stderr
+
+
+def test_cancel_and_tasks_listing(env) -> None:
+    path, s, q = env
+    tid = add(s, q, "x.wav")
+    assert app(path, "cancel", str(tid)).returncode == 0
+    assert app(path, "cancel", str(tid)).returncode == 1
+    assert (s.inbox / "x.wav").is_file()  # nothing is lost: the file stays where it was
+    listing = app(path, "tasks", "--status", "cancelled")
+    assert "x.wav" in listing.stdout and "(1 row)" in listing.stdout
+
+
+def test_sql_is_read_only_and_reports_errors_plainly(env) -> None:
+    path, s, q = env
+    add(s, q, "y.wav")
+    ok = app(path, "sql", "SELECT source, status FROM task_history")
+    assert ok.returncode == 0 and "y.wav" in ok.stdout
+    write = app(path, "sql", "DELETE FROM tasks")
+    assert write.returncode == 1 and "readonly" in write.stderr
+    assert q.counts()["pending"] == 1
+    bad = app(path, "sql", "SELECT nope FROM tasks")
+    assert bad.returncode == 1 and "no such column" in bad.stderr
+
+
+def test_invalid_settings_refuse_with_the_key_named(tmp_path: Path) -> None:
+    path = write_settings(tmp_path, {"gpu": {"max_utilization": 2}})
+    out = app(path, "status")
+    assert out.returncode == 2 and "gpu.max_utilization" in out.stderr
+
+
+def test_parent_process_never_imports_torch_or_whisper() -> None:
+    """The service process must not load torch (memory, and CUDA must never start there)."""
+    code = (
+        "import sys, service.cli, service.runner, service.scheduler, service.watcher;"
+        "print('torch' in sys.modules, 'whisper' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
