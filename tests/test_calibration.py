@@ -1,0 +1,61 @@
+"""VRAM estimates: defaults, convergence to measured peaks, persistence, OOM growth."""
+
+from __future__ import annotations
+
+import random
+
+from service import db
+from service.calibration import Calibration
+from service.tasks import MAX_RESOURCE_RETRIES, NewTask
+
+
+def make(db_url: str, clock) -> Calibration:  # noqa: ANN001
+    return Calibration(db.make_engine(db_url), clock, confidence_factor=1.2, k=3.0, window=20)
+
+
+def test_default_estimate_is_the_table_times_confidence(db_url: str, clock) -> None:
+    cal = make(db_url, clock)
+    assert cal.estimate_mb("H100", "large-v3") == int(10240 * 1.2)
+    assert cal.estimate_mb("H100", "tiny.en") == int(1024 * 1.2)
+
+
+def test_estimate_converges_to_measured_peaks_and_survives_restart(db_url: str, clock) -> None:
+    cal = make(db_url, clock)
+    rng = random.Random(3)
+    for _ in range(40):
+        cal.record("H100", "large-v3", "fp16", peak_mb=rng.gauss(3300, 20), rtf=0.05)
+    est = cal.estimate_mb("H100", "large-v3")
+    assert 3300 < est < 3300 + 3 * 40  # mean + 3σ of the last 20 samples, far below 12288
+    again = make(db_url, clock)  # a restart reads model_memory
+    assert again.estimate_mb("H100", "large-v3") == est
+    assert again.rtf("H100", "large-v3") == cal.rtf("H100", "large-v3")
+    assert again.estimate_mb("A10", "large-v3") == int(10240 * 1.2)  # per GPU name
+    [row] = again.table()
+    assert row["samples"] == 20 and row["estimate_mb"] == est and row["default_mb"] == 12288
+
+
+def test_out_of_memory_raises_the_estimate_above_measurements(db_url: str, clock) -> None:
+    cal = make(db_url, clock)
+    for _ in range(5):
+        cal.record("H100", "small", "fp16", peak_mb=1000)
+    before = cal.estimate_mb("H100", "small")
+    after = cal.out_of_memory("H100", "small")
+    assert after >= before * 1.25
+    cal.record("H100", "small", "fp16", peak_mb=1000)
+    assert cal.estimate_mb("H100", "small") == after  # the floor holds
+    assert make(db_url, clock).estimate_mb("H100", "small") == after
+
+
+def test_repeated_oom_requeues_without_attempts_then_stops(queue, clock) -> None:  # noqa: ANN001
+    t = queue.enqueue(NewTask(source="big.mp3", size=1, mtime_ns=1, model="large-v3",
+                              max_attempts=2))
+    outcomes = []
+    for _ in range(MAX_RESOURCE_RETRIES + 3):
+        clock.advance(3600)
+        if queue.claim(t.id, "h:1", 60) is None:
+            break
+        row = queue.fail(t.id, "h:1", "out_of_memory", "oom", retryable=True,
+                         backoff_seconds=30, resource=True)
+        outcomes.append((row.status, row.attempts))
+    assert outcomes[:MAX_RESOURCE_RETRIES] == [("pending", 0)] * MAX_RESOURCE_RETRIES
+    assert outcomes[-1][0] == "failed" and len(outcomes) <= MAX_RESOURCE_RETRIES + 2
