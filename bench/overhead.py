@@ -206,14 +206,16 @@ class PlainRun:
         return sum(f[key] or 0.0 for f in self.report["files"])
 
 
-def run_plain(mode: str, models_dir: Path, threads: int, files: list[Path]) -> PlainRun:
+def run_plain(mode: str, models_dir: Path, threads: int, files: list[Path],
+              env: dict[str, str] | None = None) -> PlainRun:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--plain", mode, str(models_dir),
            str(threads), *map(str, files)]
     log.info("(%s) plain script, model loaded %s: running", "a" if mode == "once" else "b",
              "once" if mode == "once" else "per file")
     busy0, own0, self0 = machine_busy(), children_cpu(), time.process_time()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO),
+                          env=dict(os.environ, **(env or {})))
     wall = time.perf_counter() - t0
     own = children_cpu() - own0 + time.process_time() - self0
     load = Load(wall, own, max(0.0, machine_busy() - busy0 - own))
@@ -497,7 +499,7 @@ def run_service(work: Path, models_dir: Path, clips: list[Path], args: argparse.
     inbox, outbox = folder / "inbox", folder / "outbox"
     db_path = folder / "data" / "tasks.db"
     heartbeat = folder / "logs" / "service-status.json"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **args.env_vars)
     out = open(folder / "service.out", "wb")  # noqa: SIM115 - closed in finally
     log.info("(c) starting the service: %s --settings %s", REPO / "app.py", settings_path)
     started = time.monotonic()
@@ -618,6 +620,8 @@ def report(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path], threads: 
       f"{n} files x {args.seconds:.0f} s ({fmt_count['.wav']} wav, {fmt_count['.mp3']} mp3)")
     p(f"service settings: stable_seconds {args.stable_seconds}, interval_seconds "
       f"{args.interval}, prestart_workers {args.prestart_workers}, max_concurrent_tasks 1")
+    if args.env_vars:
+        p("environment for all runs: " + " ".join(f"{k}={v}" for k, v in args.env_vars.items()))
     p()
     ra, rb = a.report, b.report
     p(f"{'run':<44}{'wall s':>9}   breakdown")
@@ -813,8 +817,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quiet-wait", type=float, default=300.0,
                     help="before each run, wait at most this long for other programs to leave "
                          "the CPUs idle (300 s; 0 = do not wait)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment for all three runs, e.g. OMP_WAIT_POLICY=PASSIVE "
+                         "(repeatable; for experiments)")
     ap.add_argument("-v", "--verbose", action="store_true")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:
+        args.env_vars = dict(item.split("=", 1) for item in args.env)
+    except ValueError:
+        ap.error("--env takes NAME=VALUE")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -831,9 +843,9 @@ def main(argv: list[str] | None = None) -> int:
         clips = make_clips(work / "audio", args.files, args.seconds)
         threads = max(1, (os.cpu_count() or 1) // 1)  # the worker: cpu_count // max_concurrent
         wait_for_quiet(args.quiet_wait)
-        a = run_plain("once", models, threads, clips)
+        a = run_plain("once", models, threads, clips, args.env_vars)
         wait_for_quiet(args.quiet_wait)
-        b = run_plain("per-file", models, threads, clips)
+        b = run_plain("per-file", models, threads, clips, args.env_vars)
         wait_for_quiet(args.quiet_wait)
         c = run_service(work, models, clips, args)
         vs_b, vs_a, fixed = report(a, b, c, clips, threads, args)

@@ -56,6 +56,19 @@ class Running:
     expected_end: datetime | None = None
     started: float = field(default_factory=time.monotonic)
     done: bool = False
+    ok: bool = False
+
+
+@dataclass
+class Warm:
+    """A worker that finished a file and keeps its model loaded for the next one."""
+
+    proc: _Proc
+    model: str
+    gpu: int | None
+    mb: int
+    key: int  # its VRAM reservation's key (negative: not a task id)
+    idle_since: float = field(default_factory=time.monotonic)
 
 
 class Dispatcher:
@@ -84,6 +97,8 @@ class Dispatcher:
         self.worker_id = worker_id or node_id()
         self.running: dict[int, Running] = {}
         self._spares: list[_Proc] = []
+        self._warm: list[Warm] = []
+        self._exiting: list[tuple[_Proc, int]] = []  # done; VRAM is released once they exit
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._last_renew = 0.0
@@ -104,6 +119,7 @@ class Dispatcher:
 
     # ---- starting work ----------------------------------------------------------------------
     def _dispatch(self) -> None:
+        self._feed_warm()
         if self.planner is None:
             self._dispatch_cpu()
             return
@@ -121,6 +137,34 @@ class Dispatcher:
             self.pool.reserve(claimed.id, gpu, estimate)
             runtime = self.planner.runtime_s(claimed, self._gpu_names.get(gpu, ""))
             self._start(claimed, gpu, estimate, self.clock.now() + timedelta(seconds=runtime))
+
+    def _feed_warm(self) -> None:
+        """A warm worker takes the next pending file of its model, on its GPU."""
+        if not self._warm:
+            return
+        ready = self.queue.ready(limit=50)
+        for warm in list(self._warm):
+            task = next((t for t in ready if t.model == warm.model), None)
+            if task is None or not warm.proc.process.is_alive():
+                continue
+            device = "cpu" if warm.gpu is None else f"cuda:{warm.gpu}"
+            claimed = self.queue.claim(
+                task.id, self.worker_id, self.settings.scheduler.lease_seconds,
+                device=device, vram_estimate_mb=warm.mb or None,
+            )
+            ready.remove(task)
+            if claimed is None:
+                continue
+            self._warm.remove(warm)
+            self._release(warm.key)
+            if self.pool is not None and warm.gpu is not None:
+                self.pool.reserve(claimed.id, warm.gpu, warm.mb)
+                self.pool.materialise(claimed.id)
+            end = None
+            if self.planner is not None and warm.gpu is not None:
+                runtime = self.planner.runtime_s(claimed, self._gpu_names.get(warm.gpu, ""))
+                end = self.clock.now() + timedelta(seconds=runtime)
+            self._start(claimed, warm.gpu, warm.mb, end, proc=warm.proc)
 
     def _dispatch_cpu(self) -> None:
         """No GPU: priority then age, `cpu.max_concurrent_tasks` at once."""
@@ -167,6 +211,7 @@ class Dispatcher:
             gpu=None if simulated else gpu,
             threads=threads,
             progress_seconds=cfg.scheduler.progress_seconds,
+            keep_warm_seconds=cfg.models.keep_warm_seconds,
         )
 
     def _start(
@@ -175,13 +220,18 @@ class Dispatcher:
         gpu: int | None,
         estimate_mb: int = 0,
         expected_end: datetime | None = None,
+        proc: _Proc | None = None,
     ) -> None:
         try:
             job = self._job(task, gpu)
         except ValueError as err:  # an unsafe path: never write outside the outbox
             self._failed(task.id, "unsafe_path", f"Refused: {err}", retryable=False)
+            self._release(task.id)
+            if proc is not None:
+                self._exiting.append((proc, 0))
+                proc.conn.send(None)
             return
-        proc = self._take_spare() or self._spawn()
+        proc = proc or self._take_spare() or self._spawn()
         try:
             proc.conn.send(job)
         except (OSError, EOFError) as err:
@@ -219,22 +269,57 @@ class Dispatcher:
     # ---- following work ----------------------------------------------------------------------
     def _collect(self) -> None:
         for task_id, run in list(self.running.items()):
-            try:
+            alive = run.proc.process.is_alive()  # before draining: a "done" sent just before
+            try:                                 # exiting is then always read
                 while not run.done and run.proc.conn.poll():
                     self._handle(run, run.proc.conn.recv())
             except (EOFError, OSError):
                 pass  # the pipe closed: the exit check below decides what it means
-            if run.done or not run.proc.process.is_alive():
-                run.proc.process.join(timeout=5)
-                if not run.done:
-                    code = run.proc.process.exitcode
-                    self._failed(
-                        task_id, "worker_crashed",
-                        f"The worker process stopped unexpectedly (exit code {code}).",
-                        retryable=True,
-                    )
-                self.running.pop(task_id, None)
+            if not run.done and alive:
+                continue
+            self.running.pop(task_id, None)
+            if not run.done:
+                run.proc.process.join(timeout=1)
+                code = run.proc.process.exitcode
+                self._failed(
+                    task_id, "worker_crashed",
+                    f"The worker process stopped unexpectedly (exit code {code}).",
+                    retryable=True,
+                )
                 self._release(task_id)
+            elif run.ok and alive and self.settings.models.keep_warm_seconds > 0:
+                self._keep_warm(task_id, run)
+            else:
+                self._exiting.append((run.proc, task_id))
+        self._reap_exited()
+
+    def _keep_warm(self, task_id: int, run: Running) -> None:
+        key = -(run.proc.process.pid or task_id)
+        self._release(task_id)
+        if self.pool is not None and run.gpu is not None:
+            self.pool.reserve(key, run.gpu, run.estimate_mb)
+            self.pool.materialise(key)
+        self._warm.append(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key))
+
+    def _reap_exited(self) -> None:
+        """Release VRAM of workers that have really exited; retire idle warm workers."""
+        limit = self.settings.models.keep_warm_seconds + 10
+        for warm in list(self._warm):
+            idle = time.monotonic() - warm.idle_since
+            if not warm.proc.process.is_alive() or idle > limit:
+                self._warm.remove(warm)
+                if warm.proc.process.is_alive():
+                    warm.proc.process.kill()  # it should have left by itself after the idle time
+                self._exiting.append((warm.proc, warm.key))
+        still = []
+        for proc, key in self._exiting:
+            if proc.process.is_alive():
+                still.append((proc, key))
+                continue
+            proc.process.join(timeout=0)
+            proc.conn.close()
+            self._release(key)
+        self._exiting = still
 
     def _handle(self, run: Running, msg: tuple) -> None:
         kind, *args = msg
@@ -257,7 +342,7 @@ class Dispatcher:
                 detected_language=info["detected_language"],
                 outputs=info["outputs"], vram_peak_mb=info["vram_peak_mb"],
             )
-            run.done = True
+            run.done = run.ok = True
             self._learn(run, info)
             if task is not None:
                 log.info(
@@ -333,6 +418,11 @@ class Dispatcher:
                 self._release(task_id)
                 log.info("task %s requeued (service stopping): %s", task_id, run.task.source)
             self.running.clear()
+            for proc in [w.proc for w in self._warm] + [p for p, _ in self._exiting]:
+                proc.process.kill()
+                proc.process.join(timeout=5)
+            self._warm.clear()
+            self._exiting.clear()
             for proc in self._spares:
                 try:
                     proc.conn.send(None)
@@ -342,6 +432,10 @@ class Dispatcher:
                 if proc.process.is_alive():
                     proc.process.kill()
             self._spares.clear()
+
+    def idle(self) -> bool:
+        """No task runs and no finished worker still holds memory (warm ones may)."""
+        return not self.running and not self._exiting
 
     def running_summary(self) -> list[dict]:
         return [

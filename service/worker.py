@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class Job:
     gpu: int | None = None  # CUDA index to pin with CUDA_VISIBLE_DEVICES; None → CPU
     threads: int = 0
     progress_seconds: float = 2.0
-    extra: dict = field(default_factory=dict)
+    keep_warm_seconds: float = 0.0
 
 
 def _watch_parent() -> None:
@@ -75,16 +75,23 @@ def main(conn: Connection) -> None:
     from . import audio, engine, outputs  # noqa: F401
 
     conn.send(("ready",))
+    loaded: tuple[str, object] | None = None  # (model name, model) kept while warm
     try:
-        job = conn.recv()
-    except EOFError:
-        return
-    if job is None:
-        return
-    try:
-        run(job, conn)
-    except Exception as err:  # noqa: BLE001 - everything becomes a report, never a silent death
-        conn.send(("error", *classify(err)))
+        while True:
+            try:
+                job = conn.recv()
+            except EOFError:
+                return
+            if job is None:
+                return
+            try:
+                loaded = run(job, conn, loaded)
+            except Exception as err:  # noqa: BLE001 - every error becomes a report
+                conn.send(("error", *classify(err)))
+                return  # after an error start clean: exiting returns all memory
+            # Warm: wait for the next file of the same model, then exit to free the VRAM.
+            if job.keep_warm_seconds <= 0 or not conn.poll(job.keep_warm_seconds):
+                return
     finally:
         conn.close()
 
@@ -106,7 +113,8 @@ def classify(err: BaseException) -> tuple[str, str, bool, bool]:
     return "error", f"Unexpected error: {type(err).__name__}: {err}", True, False
 
 
-def run(job: Job, conn: Connection) -> None:
+def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) -> tuple[str, object]:
+    """One file. `loaded` is the model a warm worker still holds (reused if the same)."""
     if job.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
     import torch
@@ -117,7 +125,10 @@ def run(job: Job, conn: Connection) -> None:
         torch.set_num_threads(job.threads)
     device = engine.pick_device() if job.gpu is not None else "cpu"
     t0 = time.perf_counter()
-    model = engine.load_model(job.model, Path(job.models_dir), device, job.allow_download)
+    if loaded is not None and loaded[0] == job.model:
+        model = loaded[1]
+    else:
+        model = engine.load_model(job.model, Path(job.models_dir), device, job.allow_download)
     load_seconds = time.perf_counter() - t0
     conn.send(("loaded", load_seconds))
 
@@ -146,9 +157,7 @@ def run(job: Job, conn: Connection) -> None:
         "transcribe_seconds": round(transcribe_seconds, 3),
     }
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
-    peak = None
-    if device.startswith("cuda"):
-        peak = int(torch.cuda.max_memory_reserved() // (1024 * 1024))
+    peak = _peak_vram_mb(torch) if device.startswith("cuda") else None
     conn.send(
         (
             "done",
@@ -162,3 +171,33 @@ def run(job: Job, conn: Connection) -> None:
             },
         )
     )
+    return job.model, model
+
+
+DEFAULT_CONTEXT_MB = 500  # CUDA context + cuBLAS workspace when the driver won't tell (WDDM)
+
+
+def _peak_vram_mb(torch) -> int:  # noqa: ANN001 - the torch module, imported by the caller
+    """What this process needed on the card: the allocator's peak plus the CUDA context.
+
+    NVML's per-process figure is None on Windows WDDM and uses host PIDs in containers, so the
+    context is measured as (NVML's figure for this PID − torch's reserved) where available.
+    """
+    reserved = torch.cuda.memory_reserved()
+    peak = torch.cuda.max_memory_reserved()
+    context = DEFAULT_CONTEXT_MB
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = torch.cuda.current_device()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        if visible.strip().isdigit():
+            index = int(visible)
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory:
+                context = max(0, (proc.usedGpuMemory - reserved) // (1024 * 1024))
+    except Exception:  # noqa: BLE001 - NVML is optional here; keep the default
+        pass
+    return int(peak // (1024 * 1024) + context)

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from service import db, outcome
@@ -24,12 +25,16 @@ pytestmark = pytest.mark.slow
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, checkpoint: Path, sizes: list[int] | None, **sched) -> None:
+    def __init__(
+        self, tmp_path: Path, checkpoint: Path, sizes: list[int] | None, keep_warm: float = 0,
+        **sched,
+    ) -> None:
         models = tmp_path / "models"
         models.mkdir(parents=True)
         shutil.copy(checkpoint, models / "tiny.en.pt")
         data = {
-            "models": {"dir": str(models), "default": "tiny.en", "allow_download": False},
+            "models": {"dir": str(models), "default": "tiny.en", "allow_download": False,
+                       "keep_warm_seconds": keep_warm},
             "scheduler": {"backoff_seconds": 0, "progress_seconds": 0.2, **sched},
             "gpu": {"reserved_mb": 0, "max_tasks_per_gpu": 1},
         }
@@ -58,7 +63,7 @@ class Harness:
             if on_tick:
                 on_tick()
             counts = self.queue.counts()
-            if not self.dispatcher.running and counts["pending"] == 0:
+            if self.dispatcher.idle() and counts["pending"] == 0:
                 return
             time.sleep(0.1)
         raise AssertionError(f"not idle after {timeout} s: {self.queue.counts()}")
@@ -72,8 +77,8 @@ class Harness:
 def harness_factory(tmp_path: Path, tiny_en_checkpoint: Path):
     made = []
 
-    def make(sizes: list[int] | None = None, **sched) -> Harness:
-        h = Harness(tmp_path / f"h{len(made)}", tiny_en_checkpoint, sizes, **sched)
+    def make(sizes: list[int] | None = None, **kw) -> Harness:
+        h = Harness(tmp_path / f"h{len(made)}", tiny_en_checkpoint, sizes, **kw)
         made.append(h)
         return h
 
@@ -139,3 +144,30 @@ def test_a_killed_worker_is_noticed_and_the_task_retried(harness_factory) -> Non
     h.run_until_idle(180)
     row = h.queue.get(1)
     assert row.status == "completed" and row.attempts == 1
+
+
+def test_warm_worker_takes_the_next_file_of_its_model_then_leaves(harness_factory) -> None:
+    h = harness_factory([4096], keep_warm=3.0)
+    for i in range(3):
+        h.add(f"w{i}.wav", 1.0)
+    pids: dict[int, int] = {}
+
+    def watch() -> None:
+        for tid, run in h.dispatcher.running.items():
+            pids[tid] = run.proc.process.pid
+
+    h.run_until_idle(120, watch)
+    rows = h.queue.list()
+    assert [r.status for r in rows] == ["completed"] * 3
+    assert len(set(pids.values())) == 1  # one process, one model load, three files
+    loads = sorted(r.load_seconds for r in rows)
+    assert loads[0] < 0.05 and loads[1] < 0.05 and loads[2] > 0.1
+    # while warm, its VRAM stays reserved; after the idle time it exits and returns it
+    assert h.pool.snapshot()[0]["reserved_mb"] == 1228
+    worker = next(iter(pids.values()))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and h.pool.reservations():
+        h.dispatcher.tick()
+        time.sleep(0.2)
+    assert h.pool.reservations() == [] and h.backend.devices()[0].used_mb == 0
+    assert not psutil.pid_exists(worker)  # exited and reaped
