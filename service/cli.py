@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import catalog, db
+from .calibration import Calibration
 from .config import Settings, SettingsError, load_settings
 from .files import move_source
 from .runner import HEARTBEAT_SECONDS, Service, heartbeat_path
@@ -134,6 +135,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
              "since": t.claimed_at.isoformat(timespec="seconds") if t.claimed_at else None}
             for t in running
         ],
+        "vram_estimates": Calibration(
+            queue.engine, queue.clock, confidence_factor=settings.gpu.confidence_factor,
+            k=settings.gpu.calibration_k, window=settings.gpu.calibration_samples,
+        ).table(),
         "recent_failures": [
             {"id": t.id, "source": t.source, "error": t.error_message,
              "at": t.finished_at.isoformat(timespec="seconds") if t.finished_at else None}
@@ -149,6 +154,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     for g in data["gpus"]:
         print(f"GPU {g['index']} {g['name']}: budget {g['budget_mb']} MiB, ours {g['reserved_mb']} "
               f"MiB, used {g['used_mb']}/{g['total_mb']} MiB, {g['tasks']} task(s)")
+    for e in data["vram_estimates"]:
+        measured = f"{e['measured_mean_mb']} MiB measured ({e['samples']} runs)" if e[
+            "samples"] else "not measured yet"
+        print(f"  {e['model']} on {e['gpu']}: estimate {e['estimate_mb']} MiB "
+              f"(default {e['default_mb']}), {measured}")
     for r in data["running"]:
         print(f"  #{r['id']} {r['status']} {r['progress'] * 100:.0f}% {r['model']} "
               f"on {r['device']}: {r['source']}")

@@ -125,7 +125,6 @@ class Service:
             "heartbeat": time.time(),
             "mode": "cpu" if pool is None else "simulated-gpu" if pool.backend.simulated else "gpu",
             "gpus": pool.snapshot() if pool is not None else [],
-            "estimates": self.calibration.table(),
             "running": self.dispatcher.running_summary(),
             "watcher_alive": self.watcher.alive(),
         }

@@ -107,3 +107,19 @@ def test_parent_process_never_imports_torch_or_whisper() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_status_shows_vram_estimate_against_measured(env) -> None:
+    from service.calibration import Calibration
+    from service.clock import SystemClock
+
+    path, s, q = env
+    cal = Calibration(q.engine, SystemClock())
+    for peak in (3300, 3350, 3320):
+        cal.record("NVIDIA H100 80GB HBM3", "large-v3", "fp16", peak_mb=peak, rtf=0.05)
+    out = app(path, "status")
+    assert "large-v3 on NVIDIA H100 80GB HBM3: estimate" in out.stdout
+    assert "(default 12288), 3323 MiB measured (3 runs)" in out.stdout
+    data = json.loads(app(path, "status", "--json").stdout)
+    [est] = data["vram_estimates"]
+    assert est["samples"] == 3 and 3323 <= est["estimate_mb"] < 12288
