@@ -77,6 +77,8 @@ class SchedulerSettings(_Section):
     lease_seconds: float = Field(60, gt=0)
     progress_seconds: float = Field(2.0, gt=0)
     prestart_workers: int = Field(1, ge=0, le=8)
+    timeout_factor: float = Field(3.0, gt=0)
+    timeout_min_seconds: float = Field(600, gt=0)
 
 
 class GpuSettings(_Section):
@@ -99,6 +101,12 @@ class UiSettings(_Section):
     language: Literal["en", "zh-CN"] | None = None
 
 
+class HttpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+
+
 class Settings(_Section):
     paths: PathsSettings = Field(default_factory=PathsSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -109,6 +117,7 @@ class Settings(_Section):
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     cpu: CpuSettings = Field(default_factory=CpuSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     source: Path | None = Field(None, exclude=True)
 
