@@ -276,6 +276,7 @@ class Dispatcher:
             except (EOFError, OSError):
                 pass  # the pipe closed: the exit check below decides what it means
             if not run.done and alive:
+                self._enforce_timeout(task_id, run)
                 continue
             self.running.pop(task_id, None)
             if not run.done:
@@ -292,6 +293,30 @@ class Dispatcher:
             else:
                 self._exiting.append((run.proc, task_id))
         self._reap_exited()
+
+    def time_limit_s(self, run: Running) -> float:
+        """How long a task may run: audio length × timeout_factor (×10 on the CPU), at least
+        timeout_min_seconds. A stuck decode or a hung driver does not hold a slot forever."""
+        cfg = self.settings.scheduler
+        audio = run.task.audio_seconds or 0.0
+        factor = cfg.timeout_factor * (10 if run.gpu is None else 1)
+        return max(cfg.timeout_min_seconds, audio * factor)
+
+    def _enforce_timeout(self, task_id: int, run: Running) -> None:
+        limit = self.time_limit_s(run)
+        if time.monotonic() - run.started <= limit:
+            return
+        run.proc.process.kill()
+        run.proc.process.join(timeout=5)
+        run.done = True
+        self.running.pop(task_id, None)
+        self._release(task_id)
+        self._failed(
+            task_id, "timeout",
+            f"The transcription took longer than {limit:.0f} seconds and was stopped "
+            "(scheduler.timeout_factor / timeout_min_seconds in settings.yaml).",
+            retryable=True,
+        )
 
     def _keep_warm(self, task_id: int, run: Running) -> None:
         key = -(run.proc.process.pid or task_id)

@@ -291,8 +291,8 @@ class TaskQueue:
         """
         with self._sessions() as s:
             task = s.get(Task, task_id)
-            if task is None or task.status not in OPEN_STATES:
-                return None
+            if task is None or task.status not in ACTIVE_STATES:
+                return None  # only a running attempt can fail
             frm, attempts, rr = task.status, task.attempts, task.resource_retries
             max_attempts = task.max_attempts
         if resource and rr < MAX_RESOURCE_RETRIES:
@@ -392,6 +392,16 @@ class TaskQueue:
         with self._sessions() as s:
             stmt = select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
             rows = list(s.scalars(stmt))
+            s.expunge_all()
+            return rows
+
+    def unsettled(self) -> list[Task]:
+        """Completed/failed tasks whose source is still in the inbox: the service stopped
+        between recording the outcome and moving the file. Start-up finishes the move."""
+        with self._sessions() as s:
+            rows = list(s.scalars(select(Task).where(
+                Task.status.in_((COMPLETED, FAILED)), Task.source_state == "inbox"
+            )))
             s.expunge_all()
             return rows
 

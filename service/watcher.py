@@ -126,19 +126,12 @@ class InboxWatcher:
         """Walk the whole inbox; every eligible file not yet admitted becomes a candidate."""
         self._rescan_wanted.clear()
         found = 0
-        inbox_real = os.path.realpath(self.inbox)
         for root, dirs, files in os.walk(self.inbox, followlinks=False):
             dirs[:] = [d for d in dirs if self.eligible_dir(Path(root) / d)]
             for name in files:
                 path = Path(root) / name
-                if not self.eligible(path):
-                    continue
-                if path.is_symlink():
-                    target = os.path.realpath(path)
-                    if os.path.commonpath([inbox_real, target]) != inbox_real:
-                        log.warning("ignoring %s: it links outside the inbox", path)
-                        continue
-                self.hint(path)
+                if self.eligible(path):
+                    self.hint(path)
                 found += 1
         with self._lock:  # forget files that left the inbox
             for gone in [p for p in self._admitted if not p.exists()]:
@@ -173,7 +166,9 @@ class InboxWatcher:
                 with self._lock:
                     self._candidates[path] = _Candidate(st.st_size, st.st_mtime_ns, now)
                 continue
-            if (now - seen.since).total_seconds() < stable_for:
+            # An empty file is usually a copy that has not started writing yet: wait longer.
+            wait = stable_for if st.st_size > 0 else max(5 * stable_for, 5.0)
+            if (now - seen.since).total_seconds() < wait:
                 continue
             self._forget(path)
             try:
@@ -198,6 +193,9 @@ class InboxWatcher:
     def admit(self, path: Path, size: int, mtime_ns: int) -> Task | None:
         """Probe a stable file and record it: pending, or failed with a plain reason."""
         rel = rel_source(self.inbox, path)
+        if path.is_symlink() and not self._inside_inbox(path):
+            log.warning("ignoring %s: it links outside the inbox", path)
+            return None
         if self.queue.is_known(rel, size, mtime_ns):
             return None
         cfg = self.settings
@@ -243,6 +241,10 @@ class InboxWatcher:
             log.warning("%s cannot be transcribed: %s", rel, failure[1])
             self.on_rejected(task)
         return task
+
+    def _inside_inbox(self, path: Path) -> bool:
+        inbox_real = os.path.realpath(self.inbox)
+        return os.path.commonpath([inbox_real, os.path.realpath(path)]) == inbox_real
 
     def _folder_model(self, rel: str, known: set[str]) -> str:
         """A first-level subfolder named after a model picks it (inbox/large-v3/x.mp3)."""

@@ -93,6 +93,7 @@ def service_settings(tmp_path: Path, models_dir: Path, **extra: dict) -> Path:
         "watcher": {"stable_seconds": 1.0, "rescan_seconds": 5},
         "scheduler": {"interval_seconds": 0.5, "backoff_seconds": 1, "progress_seconds": 0.5},
         "gpu": {"devices": "none"},
+        "http": {"port": 0},
     }
     for key, value in extra.items():
         data.setdefault(key, {}).update(value)
