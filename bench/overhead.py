@@ -37,6 +37,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -582,6 +583,9 @@ def run_service(work: Path, models_dir: Path, clips: list[Path], args: argparse.
         txt = outbox / (clip.stem + ".txt")
         texts[clip.name] = txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
     log_file = folder / "logs" / "dropscribe.log"
+    (folder / "cpu_samples.json").write_text(json.dumps(
+        {"drop_at": drop_at, "kinds": sampler.kinds, "gone": sampler.gone,
+         "series": sampler.series}), encoding="utf-8")
     own = bench_cpu + sum(sampler.used(pid, drop_at, end_at) for pid in sampler.series)
     load = Load(end_at - drop_at, own, max(0.0, busy - own))
     log.info("service run took %.2f s; %s", last_finished - drop_at, load.describe())
@@ -609,20 +613,59 @@ def _same_text(a: str, b: str) -> str:
     return f"differs (WER {word_error_rate(a, b):.2f})"
 
 
-def report(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path], threads: int,
-           args: argparse.Namespace) -> tuple[float, float, float]:
+def report(rounds: list[tuple[PlainRun, PlainRun, ServiceRun]], clips: list[Path],
+           threads: int, args: argparse.Namespace) -> tuple[float, float, float]:
+    """The summary over all rounds (medians), then the details of the median round."""
     n = len(clips)
-    rows = c.rows
     p = print
     fmt_count = {s: sum(1 for x in clips if x.suffix == s) for s in (".wav", ".mp3")}
     p()
     p(f"DropScribe overhead — {MODEL} on CPU ({os.cpu_count()} cores, torch threads {threads}), "
-      f"{n} files x {args.seconds:.0f} s ({fmt_count['.wav']} wav, {fmt_count['.mp3']} mp3)")
+      f"{n} files x {args.seconds:.0f} s ({fmt_count['.wav']} wav, {fmt_count['.mp3']} mp3), "
+      f"{len(rounds)} round(s) of (a), (b), (c)")
     p(f"service settings: stable_seconds {args.stable_seconds}, interval_seconds "
       f"{args.interval}, prestart_workers {args.prestart_workers}, max_concurrent_tasks 1")
     if args.env_vars:
         p("environment for all runs: " + " ".join(f"{k}={v}" for k, v in args.env_vars.items()))
     p()
+    p(f"{'round':>5}{'(a) s':>9}{'(b) s':>9}{'(c) s':>9}{'c/b':>8}{'c/a':>8}"
+      f"   CPU taken by other programs during (a) / (b) / (c)")
+    for i, (a, b, c) in enumerate(rounds, start=1):
+        p(f"{i:>5}{a.wall_s:>9.2f}{b.wall_s:>9.2f}{c.wall_s:>9.2f}{c.wall_s / b.wall_s:>8.3f}"
+          f"{c.wall_s / a.wall_s:>8.3f}   {a.load.foreign_share:.0%} / "
+          f"{b.load.foreign_share:.0%} / {c.load.foreign_share:.0%}")
+    med_a = statistics.median(r[0].wall_s for r in rounds)
+    med_b = statistics.median(r[1].wall_s for r in rounds)
+    med_c = statistics.median(r[2].wall_s for r in rounds)
+    min_a, min_b, min_c = (min(r[k].wall_s for r in rounds) for k in range(3))
+    p(f"{'median':>6}{med_a:>8.2f}{med_b:>9.2f}{med_c:>9.2f}{med_c / med_b:>8.3f}"
+      f"{med_c / med_a:>8.3f}")
+    if len(rounds) > 1:
+        p(f"{'min':>5}{min_a:>9.2f}{min_b:>9.2f}{min_c:>9.2f}{min_c / min_b:>8.3f}"
+          f"{min_c / min_a:>8.3f}   (least disturbed run of each)")
+    worst = max(max(r[k].load.foreign_share for k in range(3)) for r in rounds)
+    if worst > 0.05:
+        p(f"WARNING: other programs took up to {worst:.0%} of the CPUs during a run (shared "
+          "machine); prefer the min row, or run again")
+    vs_b, vs_a, fixed = med_c / med_b, med_c / med_a, (med_c - med_a) / n
+    verdict = "met" if vs_b <= TARGET_VS_PER_FILE else "MISSED"
+    p()
+    p(f"medians: c/b = {vs_b:.3f}   c/a = {vs_a:.3f}   target c/b <= {TARGET_VS_PER_FILE}: "
+      f"{verdict}")
+    p(f"fixed cost per task of the service (c - a)/N = {fixed:.3f} s "
+      f"(process start + model load + dispatch + stability wait)")
+    pick = sorted(range(len(rounds)), key=lambda i: rounds[i][2].wall_s)[(len(rounds) - 1) // 2]
+    p()
+    p(f"==== details of round {pick + 1} (its (c) is the median) ====")
+    report_round(*rounds[pick], clips, args)
+    return vs_b, vs_a, fixed
+
+
+def report_round(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path],
+                 args: argparse.Namespace) -> None:
+    n = len(clips)
+    rows = c.rows
+    p = print
     ra, rb = a.report, b.report
     p(f"{'run':<44}{'wall s':>9}   breakdown")
     p(f"{'(a) plain script, model loaded once':<44}{a.wall_s:>9.2f}   "
@@ -643,17 +686,8 @@ def report(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path], threads: 
     p("machine load during each run (this is a shared machine; other programs slow every run):")
     for name, ld in (("(a)", a.load), ("(b)", b.load), ("(c)", c.load)):
         p(f"    {name} {ld.describe()}")
-    worst = max(a.load.foreign_share, b.load.foreign_share, c.load.foreign_share)
-    if worst > 0.05:
-        p(f"    WARNING: other programs took up to {worst:.0%} of the CPUs during a run; "
-          "the ratios below are disturbed by that")
-    vs_b, vs_a = c.wall_s / b.wall_s, c.wall_s / a.wall_s
-    fixed = (c.wall_s - a.wall_s) / n
-    p()
-    verdict = "met" if vs_b <= TARGET_VS_PER_FILE else "MISSED"
-    p(f"c/b = {vs_b:.3f}   c/a = {vs_a:.3f}   target c/b <= {TARGET_VS_PER_FILE}: {verdict}")
-    p(f"fixed cost per task of the service (c - a)/N = {fixed:.3f} s "
-      f"(process start + model load + dispatch + stability wait)")
+    p(f"this round: c/b = {c.wall_s / b.wall_s:.3f}, c/a = {c.wall_s / a.wall_s:.3f}, "
+      f"(c - a)/N = {(c.wall_s - a.wall_s) / n:.3f} s")
 
     # ---- per task from the database ------------------------------------------------------
     p()
@@ -789,7 +823,6 @@ def report(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path], threads: 
     for line in worker_lines:
         t = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
         p(f"  {t - c.drop_at:>7.2f}  [{line[24:].strip()[:100]}]")
-    return vs_b, vs_a, fixed
 
 
 def by_id(rows: list[dict], task_id: int) -> dict:
@@ -801,6 +834,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=4, help="number of clips (default 4)")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each clip (60)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="repeat (a), (b), (c) this many times and use the medians (3): on a "
+                         "shared machine single runs are noisy")
     ap.add_argument("--stable-seconds", type=float, default=0.5,
                     help="service watcher.stable_seconds (0.5)")
     ap.add_argument("--interval", type=float, default=0.2,
@@ -833,8 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(message)s", stream=sys.stderr)
-    if args.files < 1 or args.seconds <= 0:
-        raise SystemExit("--files must be >= 1 and --seconds > 0")
+    if args.files < 1 or args.seconds <= 0 or args.rounds < 1:
+        raise SystemExit("--files and --rounds must be >= 1 and --seconds > 0")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dropscribe-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     keep = args.keep or args.workdir is not None
@@ -842,13 +878,17 @@ def main(argv: list[str] | None = None) -> int:
         models = args.models_dir or import_model(work)
         clips = make_clips(work / "audio", args.files, args.seconds)
         threads = max(1, (os.cpu_count() or 1) // 1)  # the worker: cpu_count // max_concurrent
-        wait_for_quiet(args.quiet_wait)
-        a = run_plain("once", models, threads, clips, args.env_vars)
-        wait_for_quiet(args.quiet_wait)
-        b = run_plain("per-file", models, threads, clips, args.env_vars)
-        wait_for_quiet(args.quiet_wait)
-        c = run_service(work, models, clips, args)
-        vs_b, vs_a, fixed = report(a, b, c, clips, threads, args)
+        rounds = []
+        for i in range(1, args.rounds + 1):
+            log.info("round %d of %d", i, args.rounds)
+            wait_for_quiet(args.quiet_wait)
+            a = run_plain("once", models, threads, clips, args.env_vars)
+            wait_for_quiet(args.quiet_wait)
+            b = run_plain("per-file", models, threads, clips, args.env_vars)
+            wait_for_quiet(args.quiet_wait)
+            c = run_service(work / f"round{i}", models, clips, args)
+            rounds.append((a, b, c))
+        vs_b, vs_a, fixed = report(rounds, clips, threads, args)
         print()
         print(f"RESULT service_vs_load_per_file={vs_b:.3f} service_vs_load_once={vs_a:.3f} "
               f"fixed_overhead_s={fixed:.3f}")

@@ -24,8 +24,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import catalog, db
-from .calibration import Calibration
+from . import catalog, db, winservice
 from .config import Settings, SettingsError, load_settings
 from .files import move_source
 from .runner import HEARTBEAT_SECONDS, Service, heartbeat_path
@@ -57,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     imp = msub.add_parser("import", help="convert a CTranslate2/Hugging Face Whisper model")
     imp.add_argument("src", type=Path)
     imp.add_argument("--name", required=True)
+    winservice.add_parser(sub)
     return p
 
 
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     handler = {
         "run": cmd_run, "status": cmd_status, "tasks": cmd_tasks, "retry": cmd_retry,
-        "cancel": cmd_cancel, "sql": cmd_sql, "models": cmd_models,
+        "cancel": cmd_cancel, "sql": cmd_sql, "models": cmd_models, "service": winservice.run,
     }[command]
     try:
         return handler(settings, args)
@@ -119,53 +119,13 @@ def _service_state(settings: Settings) -> dict | None:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    queue = _queue(settings)
-    counts = queue.counts()
-    state = _service_state(settings)
-    running = [t for t in queue.list(limit=200) if t.status in ("loading", "processing")]
-    failures = queue.list(status=FAILED, limit=5)
-    data = {
-        "service": "running" if state else "not running",
-        "mode": state.get("mode") if state else None,
-        "counts": counts,
-        "gpus": state.get("gpus", []) if state else [],
-        "running": [
-            {"id": t.id, "source": t.source, "model": t.model, "status": t.status,
-             "progress": round(t.progress, 3), "device": t.device,
-             "since": t.claimed_at.isoformat(timespec="seconds") if t.claimed_at else None}
-            for t in running
-        ],
-        "vram_estimates": Calibration(
-            queue.engine, queue.clock, confidence_factor=settings.gpu.confidence_factor,
-            k=settings.gpu.calibration_k, window=settings.gpu.calibration_samples,
-        ).table(),
-        "recent_failures": [
-            {"id": t.id, "source": t.source, "error": t.error_message,
-             "at": t.finished_at.isoformat(timespec="seconds") if t.finished_at else None}
-            for t in failures
-        ],
-    }
+    from . import status
+
+    data = status.collect(settings, _queue(settings), _service_state(settings))
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0
-    print(f"DropScribe: service {data['service']}"
-          + (f" ({data['mode']}, pid {state['pid']})" if state else ""))
-    print("tasks: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for g in data["gpus"]:
-        print(f"GPU {g['index']} {g['name']}: budget {g['budget_mb']} MiB, ours {g['reserved_mb']} "
-              f"MiB, used {g['used_mb']}/{g['total_mb']} MiB, {g['tasks']} task(s)")
-    for e in data["vram_estimates"]:
-        measured = f"{e['measured_mean_mb']} MiB measured ({e['samples']} runs)" if e[
-            "samples"] else "not measured yet"
-        print(f"  {e['model']} on {e['gpu']}: estimate {e['estimate_mb']} MiB "
-              f"(default {e['default_mb']}), {measured}")
-    for r in data["running"]:
-        print(f"  #{r['id']} {r['status']} {r['progress'] * 100:.0f}% {r['model']} "
-              f"on {r['device']}: {r['source']}")
-    if failures:
-        print("recent failures:")
-        for f in data["recent_failures"]:
-            print(f"  #{f['id']} {f['source']}: {f['error']}")
+    print(status.render_text(data, settings.ui_language))
     return 0
 
 

@@ -4,22 +4,33 @@ SQLite facts this relies on (DESIGN.md §4): every transaction starts with BEGIN
 compare-and-set UPDATE can never race another writer; WAL lets readers (the CLI) run beside the
 service; busy_timeout makes a writer wait for a lock (e.g. a person holding a read transaction in
 the sqlite3 shell) instead of failing at once.
+
+PostgreSQL (several machines, one queue) needs none of that: row locks and FOR UPDATE SKIP LOCKED
+(tasks.py) make the same compare-and-set claims safe at READ COMMITTED. What it does need: nodes
+that start together migrate one at a time (an advisory lock), and the read-only engine (`sql`)
+runs every transaction read-only, one statement per call.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY_TIMEOUT_MS = 30_000
+# pg_advisory_lock key held while migrating: two nodes starting at once must not both create the
+# tables (the loser fails with "relation alembic_version already exists").
+PG_MIGRATION_LOCK = 0x44524F50  # "DROP"
 
 
 def is_sqlite(url: str) -> bool:
@@ -29,7 +40,14 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
     """An engine whose transactions are safe for compare-and-set claims."""
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True)
+        if not readonly:
+            return create_engine(url, pool_pre_ping=True)
+        # Every transaction read-only, also after a "COMMIT;" inside the query, and (psycopg)
+        # every statement prepared, so one call cannot smuggle in "COMMIT; SET …; DELETE …".
+        args: dict = {"options": "-c default_transaction_read_only=on"}
+        if make_url(url).get_driver_name() == "psycopg":
+            args["prepare_threshold"] = 0
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
     path = url.split("///", 1)[1].partition("?")[0] if "///" in url else ""
     if readonly and path and path != ":memory:":
         # A URI connection in read-only mode: `sql` can never write, whatever the query.
@@ -79,15 +97,37 @@ def alembic_config(url: str):  # noqa: ANN201 - alembic type imported lazily
     return cfg
 
 
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, one migrating node at a time (BEGIN IMMEDIATE does this on SQLite)."""
+    if is_sqlite(url):
+        yield
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATION_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
 def migrate(url: str, revision: str = "head") -> None:
-    """Bring the schema to `revision` (Alembic); safe to call at every start."""
+    """Bring the schema to `revision` (Alembic); safe to call at every start, on every node."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    with _migration_lock(url):
+        command.upgrade(alembic_config(url), revision)
     log.debug("database at %s migrated to %s", url, revision)
 
 
 def downgrade(url: str, revision: str = "base") -> None:
     from alembic import command
 
-    command.downgrade(alembic_config(url), revision)
+    with _migration_lock(url):
+        command.downgrade(alembic_config(url), revision)

@@ -29,19 +29,24 @@ HINTS = {
 
 def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
     """Move the source (and write the error report) for a task in a final state."""
+    if task.status not in (COMPLETED, FAILED):
+        return
+    dest = settings.archive if task.status == COMPLETED else settings.failed
     try:
-        if task.status == COMPLETED:
-            moved = move_source(settings.inbox, task.source, settings.archive)
-            queue.set_source_state(task.id, "archived" if moved else "missing")
-        elif task.status == FAILED:
-            _report(settings, task)
-            moved = move_source(settings.inbox, task.source, settings.failed)
-            queue.set_source_state(task.id, "failed" if moved else "missing")
+        moved = move_source(settings.inbox, task.source, dest)
+        queue.set_source_state(
+            task.id, ("archived" if task.status == COMPLETED else "failed") if moved else "missing"
+        )
     except (OSError, ValueError) as err:
         # The task's outcome stands; the file stays where it is and the row says so.
         log.error("task %s: could not move %s: %s", task.id, task.source, err)
         queue.update_fields(task.id, error_message=(task.error_message or "") +
                             f" (the source file could not be moved: {err})")
+    if task.status == FAILED:
+        try:
+            _report(settings, task)
+        except (OSError, ValueError) as err:  # e.g. the outbox itself is the problem
+            log.error("task %s: could not write the error report: %s", task.id, err)
 
 
 def _report(settings: Settings, task: Task) -> None:

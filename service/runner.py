@@ -64,8 +64,8 @@ class Service:
         )
         for task in recovered:
             log.warning("task %s recovered after an unclean stop -> %s", task.id, task.status)
-            if task.status == "failed":
-                outcome.settle(cfg, self.queue, task)
+        for task in self.queue.unsettled():  # includes failed tasks just recovered above
+            outcome.settle(cfg, self.queue, task)
         self.calibration = Calibration(
             self.queue.engine, self.clock, confidence_factor=cfg.gpu.confidence_factor,
             k=cfg.gpu.calibration_k, window=cfg.gpu.calibration_samples,
@@ -91,6 +91,16 @@ class Service:
         self.scheduler = sched
         mode = "CPU" if self.backend is None else f"{len(self.backend.devices())} GPU(s)"
         log.info("DropScribe started (%s, worker id %s); inbox %s", mode, self.worker_id, cfg.inbox)
+        if cfg.http.enabled:  # /health, /metrics and the status page; never fatal
+            from .web import WebServer
+
+            try:
+                self.web = WebServer(cfg, self)
+                self.web.start()
+            except Exception:  # noqa: BLE001 - the service runs on without the endpoint
+                log.exception("HTTP endpoint not started (settings http.*)")
+                self.web = None
+        self._maintain()  # heartbeat at once, so `status` sees the service and its HTTP port
 
     def _tick(self) -> None:
         try:
@@ -127,14 +137,18 @@ class Service:
             "gpus": pool.snapshot() if pool is not None else [],
             "running": self.dispatcher.running_summary(),
             "watcher_alive": self.watcher.alive(),
+            "http_port": getattr(getattr(self, "web", None), "port", None),
         }
         path = heartbeat_path(self.settings)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # writers don't clash
         tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, path)
 
     def stop(self) -> None:
         """Stop taking work, stop the workers, requeue their tasks (no attempt spent)."""
+        web, self.web = getattr(self, "web", None), None
+        if web is not None:
+            web.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None

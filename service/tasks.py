@@ -61,6 +61,13 @@ class NewTask:
     max_attempts: int = 3
 
 
+def _open_source_conflict(err: IntegrityError) -> bool:
+    """The insert lost to the partial unique index uq_tasks_open_source (one open task per
+    source), not some other constraint. SQLite names the column, PostgreSQL the index."""
+    msg = str(err.orig)
+    return "uq_tasks_open_source" in msg or "tasks.source" in msg
+
+
 class TaskQueue:
     """Storage behind small verbs: enqueue, claim, start, complete, fail, requeue, cancel…"""
 
@@ -139,8 +146,10 @@ class TaskQueue:
                 with s.begin_nested():
                     stmt = insert(Task).values(**values).returning(Task.id)
                     task_id = s.execute(stmt).scalar_one()
-            except IntegrityError:  # another node (or thread) enqueued the same file first
-                return None
+            except IntegrityError as err:
+                if not _open_source_conflict(err):
+                    raise  # e.g. a PostgreSQL id sequence behind rows copied in with their ids
+                return None  # another node (or thread) enqueued the same file first
             self._event(s, task_id, None, status, None, failed[1] if failed else None)
             task = s.get(Task, task_id)
             s.flush()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
@@ -66,6 +67,8 @@ def _is_oom(err: BaseException) -> bool:
 def main(conn: Connection) -> None:
     """Entry point of a spawned worker process."""
     _watch_parent()
+    # Ctrl-C reaches the whole process group; the parent decides what happens to its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
     # Heavy imports happen here, before a job is assigned: a pre-started worker hides them.
     import numpy  # noqa: F401

@@ -12,7 +12,12 @@ from service.clock import ManualClock
 from service.config import Settings, load_settings
 from service.tasks import TaskQueue
 
-pytest_plugins = ["tests.fixtures_models"]
+pytest_plugins = ["tests.fixtures_models", "tests.pg", "tests.svc"]
+
+# Backends a test module can run on: `pytestmark = BOTH_BACKENDS` runs its `db_url` and `queue`
+# tests on SQLite and on a real PostgreSQL (tests/pg.py; skipped where it is not installed).
+BACKENDS = ["sqlite", "postgresql"]
+BOTH_BACKENDS = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 
 
 def write_settings(folder: Path, data: dict) -> Path:
@@ -33,8 +38,14 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{(tmp_path / 'data' / 'tasks.db').as_posix()}"
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: a SQLite file, or (parametrised "postgresql") a fresh PostgreSQL
+    database on the session's server."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{(tmp_path / 'data' / 'tasks.db').as_posix()}"
     db.migrate(url)
     return url
 

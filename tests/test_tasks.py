@@ -1,14 +1,21 @@
-"""The queue's state machine on a real SQLite file."""
+"""The queue's state machine on a real SQLite file and on a real PostgreSQL server (tests/pg.py)."""
 
 from __future__ import annotations
 
 import multiprocessing
 from collections import Counter
-from pathlib import Path
+from datetime import datetime
+
+import pytest
+from sqlalchemy import insert, text
+from sqlalchemy.exc import IntegrityError
 
 from service import db
-from service.tables import COMPLETED, FAILED, LOADING, PENDING, PROCESSING
+from service.tables import COMPLETED, FAILED, LOADING, PENDING, PROCESSING, Task
 from service.tasks import MAX_RESOURCE_RETRIES, NewTask, TaskQueue
+from tests.conftest import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 def new(source: str = "a.mp3", **kw) -> NewTask:
@@ -134,6 +141,59 @@ def test_finished_file_left_in_inbox_is_not_enqueued_again(queue: TaskQueue) -> 
     assert queue.enqueue(new()) is not None  # the same name dropped again later: new task
 
 
+def test_the_open_task_index_decides_a_race_to_enqueue(queue: TaskQueue, monkeypatch) -> None:
+    """Two nodes both saw the file as new (the SELECT in _known raced): the partial unique index
+    uq_tasks_open_source lets one insert win and the other gets None, not an error."""
+    first = queue.enqueue(new())
+    monkeypatch.setattr(TaskQueue, "_known", staticmethod(lambda s, n: False))
+    assert queue.enqueue(new()) is None
+    assert queue.counts()[PENDING] == 1
+    queue.cancel(first.id)  # the index covers open tasks only
+    assert queue.enqueue(new()) is not None
+
+
+def test_other_integrity_errors_are_not_taken_for_a_duplicate(queue: TaskQueue) -> None:
+    """A row copied in with its id leaves PostgreSQL's id sequence behind: enqueue must fail
+    loudly, not drop the file as 'already known'."""
+    with queue.engine.begin() as conn:
+        conn.execute(insert(Task).values(
+            id=1, source="old.mp3", size=1, mtime_ns=1, model="tiny.en", task="transcribe",
+            priority=0, options={}, status=COMPLETED, attempts=0, resource_retries=0,
+            max_attempts=3, progress=1.0, created_at=datetime(2025, 1, 1), source_state="archived",
+        ))
+    if queue.engine.dialect.name == "postgresql":
+        with pytest.raises(IntegrityError, match="tasks_pkey"):
+            queue.enqueue(new("b.mp3"))
+        with queue.engine.begin() as conn:  # the repair after copying rows in (README)
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('tasks', 'id'), "
+                              "(SELECT max(id) FROM tasks))"))
+    assert queue.enqueue(new("b.mp3")).id == 2
+
+
+def _enqueuer(url: str, go, out) -> None:  # noqa: ANN001
+    q = TaskQueue(db.make_engine(url))
+    go.wait()
+    out.put([t.id for i in range(100) if (t := q.enqueue(new(f"f{i}.mp3"))) is not None])
+
+
+def test_four_processes_enqueue_each_file_once(db_url: str) -> None:
+    """Every node's watcher sees every inbox file: one task per file, no errors."""
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_enqueuer, args=(db_url, go, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    go.set()
+    made = [tid for _ in procs for tid in out.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    q = TaskQueue(db.make_engine(db_url))
+    rows = q.list(limit=1000)
+    assert len(made) == len(rows) == 100 and len({r.source for r in rows}) == 100
+    q.engine.dispose()
+
+
 def _claimer(url: str, worker: str, out) -> None:  # noqa: ANN001
     q = TaskQueue(db.make_engine(url))
     got = []
@@ -142,9 +202,10 @@ def _claimer(url: str, worker: str, out) -> None:  # noqa: ANN001
     out.put(got)
 
 
-def test_eight_processes_claim_each_task_exactly_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{(tmp_path / 'claims.db').as_posix()}"
-    db.migrate(url)
+def test_eight_processes_claim_each_task_exactly_once(db_url: str) -> None:
+    """claim_next from 8 processes at once: BEGIN IMMEDIATE on SQLite, FOR UPDATE SKIP LOCKED
+    on PostgreSQL (DESIGN.md §4)."""
+    url = db_url
     q = TaskQueue(db.make_engine(url))
     for i in range(400):
         q.enqueue(new(f"f{i}.mp3"))

@@ -22,7 +22,8 @@ def _seconds(later: str, earlier: str, dialect: str) -> str:
     """SQL for (later - earlier) in seconds, per dialect."""
     if dialect == "sqlite":
         return f"(julianday({later}) - julianday({earlier})) * 86400.0"
-    return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    # EXTRACT gives numeric on PostgreSQL 14+: a float like SQLite's, not Decimal('0E-20').
+    return f"CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS DOUBLE PRECISION)"
 
 
 def _views(dialect: str) -> list[str]:

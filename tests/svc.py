@@ -1,0 +1,95 @@
+"""Pytest plugin: run the real service as a child process (`python app.py`).
+
+Fixtures: `models_dir` (tiny.en imported with the real CLI, once per session), `service`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service import db
+from service.config import load_settings
+from service.tasks import TaskQueue
+from tests.conftest import write_settings
+from tests.speech import wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def app(settings: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a CLI command the way a user would."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--settings", str(settings), *args],
+        capture_output=True, text=True, encoding="utf-8", timeout=timeout, cwd="/",
+    )
+
+
+class ServiceProcess:
+    def __init__(self, settings_path: Path) -> None:
+        self.settings_path = settings_path
+        self.settings = load_settings(settings_path)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        self.log = open(settings_path.parent / "service.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--settings", str(settings_path)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd="/",
+        )
+        wait_for(lambda: self.settings.sqlite_path.exists(), timeout=60)
+        self.queue = TaskQueue(db.make_engine(self.settings.database_url))
+
+    def output(self) -> str:
+        return (self.settings_path.parent / "service.out").read_text("utf-8", errors="replace")
+
+    def tasks(self) -> list:
+        return self.queue.list(limit=1000)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        self.queue.engine.dispose()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_en_source: Path) -> Path:
+    """tiny.en imported with the real CLI (the conversion a user without internet would run)."""
+    folder = tmp_path_factory.mktemp("models")
+    settings = write_settings(folder / "cfg", {"models": {"dir": str(folder)}})
+    result = app(settings, "models", "import", str(tiny_en_source), "--name", "tiny.en")
+    assert result.returncode == 0, result.stderr
+    assert (folder / "tiny.en.pt").is_file()
+    listing = app(settings, "models", "list")
+    assert "tiny.en" in listing.stdout
+    return folder
+
+
+def service_settings(tmp_path: Path, models_dir: Path, **extra: dict) -> Path:
+    data = {
+        "models": {"dir": str(models_dir), "default": "tiny.en", "allow_download": False},
+        "watcher": {"stable_seconds": 1.0, "rescan_seconds": 5},
+        "scheduler": {"interval_seconds": 0.5, "backoff_seconds": 1, "progress_seconds": 0.5},
+        "gpu": {"devices": "none"},
+        "http": {"port": 0},
+    }
+    for key, value in extra.items():
+        data.setdefault(key, {}).update(value)
+    return write_settings(tmp_path / "svc", data)
+
+
+@pytest.fixture
+def service(tmp_path: Path, models_dir: Path):
+    svc = ServiceProcess(service_settings(tmp_path, models_dir))
+    yield svc
+    code = svc.stop()
+    assert code == 0, svc.output()[-3000:]

@@ -1,0 +1,245 @@
+"""Breaking things on purpose, through the real service: hostile input, kill -9, bursts,
+environment faults. Nothing may be lost, nothing done twice, and the service keeps running."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import sqlite3
+import time
+from functools import partial
+from pathlib import Path
+
+import av
+import numpy as np
+import psutil
+import pytest
+
+from service import db
+from service.tasks import TaskQueue
+from tests.speech import convert, silence_wav, speak_wav, tone_wav, wait_for
+from tests.svc import ServiceProcess, app, service_settings
+
+pytestmark = pytest.mark.slow
+
+
+def final(svc: ServiceProcess, n: int, timeout: float = 300) -> list:
+    def done():
+        rows = svc.tasks()
+        return len(rows) >= n and all(r.status in ("completed", "failed") for r in rows) and rows
+
+    return wait_for(done, timeout=timeout, interval=1.0)
+
+
+def video_only(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((48, 64, 3), i * 20, dtype=np.uint8), format="rgb24"
+            )
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_bad_input_corpus_gets_clear_reasons_and_nothing_is_lost(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    svc = ServiceProcess(service_settings(tmp_path, models_dir,
+                                          transcribe={"max_audio_seconds": 20}))
+    inbox, s = svc.settings.inbox, svc.settings
+    staging = tmp_path / "staging"
+    mp3 = convert(speak_wav("Hello there.", staging / "hello.wav"), staging / "hello.mp3")
+    long_name = "长" * 70 + " recording.wav"  # 224 bytes of UTF-8
+    bad = {  # name → (expected kind, words in the reason)
+        "empty.mp3": ("not_audio", "empty"),
+        "truncated.mp3": ("not_audio", "damaged or truncated"),
+        "text.wav": ("not_audio", "not an audio or video file"),
+        "video only.mp4": ("not_audio", "no audio stream"),
+        "too long.wav": ("too_long", "limit is"),
+        "bad json.wav": ("bad_sidecar", "not valid JSON"),
+        "unknown model.wav": ("bad_sidecar", "not known"),
+        "path trick.wav": ("bad_sidecar", "unknown key"),
+    }
+    good = ["会议 🎉 it's 100% done; ok.wav", long_name, "x.mp3/inside a folder.wav"]
+    try:
+        (inbox / "empty.mp3").write_bytes(b"")
+        (inbox / "truncated.mp3").write_bytes(mp3.read_bytes()[:300])
+        (inbox / "text.wav").write_text("meeting notes, not sound", encoding="utf-8")
+        video_only(inbox / "video only.mp4")
+        tone_wav(inbox / "too long.wav", 30)
+        for name, sidecar in [("bad json.wav", "{oops"),
+                              ("unknown model.wav", json.dumps({"model": "huge-v9"})),
+                              ("path trick.wav", json.dumps({"output": "../../x"}))]:
+            (inbox / (name + ".json")).write_text(sidecar, encoding="utf-8")
+            silence_wav(inbox / name, 1)
+        (inbox / "x.mp3").mkdir()  # a folder with an audio-like name is just a folder
+        for name in good:
+            silence_wav(inbox / name, 1)
+        rows = final(svc, len(bad) + len(good))
+        assert svc.proc.poll() is None  # the service kept running through all of it
+    finally:
+        assert svc.stop() == 0, svc.output()[-3000:]
+    by = {r.source: r for r in rows}
+    assert set(by) == set(bad) | set(good)
+    for name, (kind, words) in bad.items():
+        row = by[name]
+        assert (row.status, row.error_kind) == ("failed", kind), (name, row.error_message)
+        assert words in row.error_message, (name, row.error_message)
+        assert (s.failed / name).exists() and not (inbox / name).exists()
+        report = (s.outbox / (Path(name).stem + ".error.txt")).read_text(encoding="utf-8")
+        assert name in report and words in report
+        assert by[name].attempts == 1  # no retries for input that can never work
+    assert (s.failed / "bad json.wav.json").is_file()  # the sidecar travels with its file
+    for name in good:
+        assert by[name].status == "completed", (name, by[name].error_message)
+        assert (s.archive / name).is_file()
+        stem = Path(name).stem
+        assert (s.outbox / Path(name).parent / (stem + ".json")).is_file()
+    assert (inbox / "x.mp3").is_dir()
+
+
+def all_done(svc: ServiceProcess, n: int) -> bool:
+    rows = svc.tasks()
+    return len(rows) == n and all(t.status == "completed" for t in rows)
+
+
+def busy_or_done(svc: ServiceProcess, states: tuple[str, ...], n: int) -> bool:
+    return any(t.status in states for t in svc.tasks()) or all_done(svc, n)
+
+
+def test_kill_dash_nine_at_random_moments_loses_nothing_and_does_nothing_twice(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    settings = service_settings(tmp_path, models_dir, scheduler={"max_attempts": 10})
+    rng = random.Random(11)
+    svc = ServiceProcess(settings)
+    names = [f"talk {i}.wav" for i in range(6)]
+    speech = speak_wav("Every file must arrive exactly once.", tmp_path / "speech.wav")
+    for name in names:
+        shutil.copy(speech, svc.settings.inbox / name)
+    cycles = 0
+    orphans_checked = 0
+    restart_to_running: list[float] = []
+    while cycles < 5:
+        # wait until a worker is actually processing, then kill at a random moment
+        wait_for(partial(busy_or_done, svc, ("processing",), len(names)), timeout=120)
+        if all_done(svc, len(names)):
+            break
+        time.sleep(rng.uniform(0.0, 1.5))
+        children = psutil.Process(svc.proc.pid).children(recursive=True)
+        svc.proc.send_signal(signal.SIGKILL)
+        svc.proc.wait()
+        svc.log.close()
+        svc.queue.engine.dispose()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], f"orphan workers after kill -9: {alive}"
+        orphans_checked += len(children)
+        cycles += 1
+        restarted = time.monotonic()
+        svc = ServiceProcess(settings)
+        wait_for(partial(busy_or_done, svc, ("loading", "processing"), len(names)), timeout=60)
+        restart_to_running.append(time.monotonic() - restarted)
+    try:
+        rows = final(svc, len(names), timeout=300)
+    finally:
+        assert svc.stop() == 0
+    assert cycles >= 3, "the files finished before enough kill cycles"
+    assert orphans_checked > 0
+    assert sorted(r.source for r in rows) == sorted(names)  # one row per file: none twice
+    assert all(r.status == "completed" for r in rows)
+    s = svc.settings
+    for name in names:
+        assert (s.archive / name).is_file() and not (s.inbox / name).exists()
+        stem = Path(name).stem
+        outs = sorted(p.name for p in s.outbox.iterdir() if p.name.startswith(stem + "."))
+        assert outs == [f"{stem}.{ext}" for ext in ("json", "srt", "txt", "vtt")]
+    assert not list(s.archive.glob("* (2).wav"))  # never archived twice
+    assert not [p for p in s.outbox.rglob("*.tmp")]
+    q = TaskQueue(db.make_engine(s.database_url))
+    interrupted = [e for r in rows for e in q.events(r.id)
+                   if e.detail and e.detail.startswith("interrupted")]
+    assert interrupted, "the event log shows no recovery"
+    print(f"kill cycles {cycles}, workers checked {orphans_checked}, restart→running "
+          f"{[round(x, 1) for x in restart_to_running]} s")
+
+
+def test_a_burst_of_a_thousand_files_all_end_final_exactly_once(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    settings = service_settings(tmp_path, models_dir, watcher={"stable_seconds": 1.0,
+                                                               "rescan_seconds": 5})
+    svc = ServiceProcess(settings)
+    inbox = svc.settings.inbox
+    try:
+        for i in range(990):  # volume: audio names, not audio (fail fast, need no model)
+            folder = inbox / f"batch{i % 10}"
+            folder.mkdir(exist_ok=True)
+            (folder / f"note {i}.mp3").write_bytes(b"not audio " * 10)
+        for i in range(10):
+            silence_wav(inbox / f"real {i}.wav", 1)
+        rows = final(svc, 1000, timeout=600)
+    finally:
+        assert svc.stop() == 0
+    assert len(rows) == 1000 and len({r.source for r in rows}) == 1000
+    assert sum(r.status == "completed" for r in rows) == 10
+    s = svc.settings
+    assert len(list(s.failed.rglob("*.mp3"))) == 990 and len(list(s.archive.glob("*.wav"))) == 10
+    assert not [p for p in inbox.rglob("*") if p.is_file()]
+
+
+def test_unwritable_outbox_retries_then_fails_without_partial_output(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    settings = service_settings(tmp_path, models_dir, scheduler={"max_attempts": 2})
+    svc = ServiceProcess(settings)
+    s = svc.settings
+    try:
+        (s.outbox / "blocked").write_text("a FILE where the folder should be", encoding="utf-8")
+        (s.inbox / "blocked").mkdir()
+        silence_wav(s.inbox / "blocked" / "a.wav", 1)
+        [row] = final(svc, 1, timeout=180)
+    finally:
+        assert svc.stop() == 0
+    assert row.status == "failed" and row.error_kind == "io_error" and row.attempts == 2
+    assert (s.failed / "blocked" / "a.wav").is_file()  # moved only after the last attempt
+    assert not [p for p in s.outbox.rglob("*") if p.suffix in (".txt", ".srt", ".tmp")]
+
+
+def test_database_locked_by_someone_else_makes_the_service_wait_not_fail(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    svc = ServiceProcess(service_settings(tmp_path, models_dir))
+    s = svc.settings
+    try:
+        holder = sqlite3.connect(s.sqlite_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # like a person in the sqlite3 shell mid-write
+        silence_wav(s.inbox / "during lock.wav", 1)
+        time.sleep(8)  # the watcher and dispatcher wait on busy_timeout meanwhile
+        assert svc.proc.poll() is None
+        holder.execute("ROLLBACK")
+        holder.close()
+        [row] = final(svc, 1, timeout=120)
+        assert row.status == "completed" and svc.proc.poll() is None
+    finally:
+        assert svc.stop() == 0
+
+
+def test_corrupt_model_file_fails_with_a_clear_reason(tmp_path: Path, models_dir: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "broken.pt").write_bytes(b"\x80\x04 this is not a checkpoint")
+    svc = ServiceProcess(service_settings(tmp_path, models, models={"default": "broken"}))
+    try:
+        silence_wav(svc.settings.inbox / "a.wav", 1)
+        [row] = final(svc, 1, timeout=120)
+    finally:
+        assert svc.stop() == 0
+    assert row.status == "failed" and row.error_kind == "model_missing"
+    assert "broken.pt" in row.error_message
+    status = app(svc.settings_path, "status")
+    assert "broken.pt" in status.stdout

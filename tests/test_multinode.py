@@ -1,0 +1,202 @@
+"""Several machines, one queue: two real services (`python app.py --settings …`, worker ids
+host:pid) on ONE PostgreSQL database (tests/pg.py) and the SAME inbox/outbox/archive, each with
+its own logs folder, real watchdog, real worker processes and real tiny.en weights.
+
+Every file is transcribed exactly once; then one node is killed with SIGKILL in the middle of a
+task, its worker processes die with it, and the other node reaps the task when its lease expires
+(maintenance every 5 s), runs it again and moves the source — once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from service import db
+from service.config import load_settings
+from service.runner import heartbeat_path
+from service.tables import COMPLETED, LOADING, PENDING, PROCESSING
+from service.tasks import TaskQueue
+from tests.conftest import write_settings
+from tests.speech import (
+    espeak_available,
+    silence_wav,
+    speak_wav,
+    tone_wav,
+    wait_for,
+    word_error_rate,
+)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+LEASE_SECONDS = 6
+FORMATS = ("txt", "srt", "vtt", "json")
+SPEECH = {
+    "talk.wav": "Please transcribe this audio file carefully.",
+    "team/update.wav": "The meeting starts at nine in the morning.",
+    "notes.wav": "Thank you for listening to this recording.",
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_en_checkpoint: Path) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    shutil.copy(tiny_en_checkpoint, folder / "tiny.en.pt")
+    return folder
+
+
+class Node:
+    """One service process: its own settings file and logs folder, shared everything else."""
+
+    def __init__(self, folder: Path, shared: Path, url: str, models: Path) -> None:
+        path = write_settings(folder, {
+            "paths": {"inbox": str(shared / "inbox"), "outbox": str(shared / "outbox"),
+                      "archive": str(shared / "archive"), "failed": str(shared / "failed"),
+                      "logs": str(folder / "logs")},
+            "database": {"url": url},
+            "models": {"dir": str(models), "default": "tiny.en", "allow_download": False},
+            "gpu": {"devices": "none"},
+            "watcher": {"stable_seconds": 1, "rescan_seconds": 5},
+            "scheduler": {"interval_seconds": 0.5, "lease_seconds": LEASE_SECONDS,
+                          "backoff_seconds": 1, "progress_seconds": 0.5},
+            "http": {"enabled": False},
+        })
+        self.settings = load_settings(path)
+        self.out_path = folder / "service.out"
+        self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--settings", str(path)],
+            stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd="/",
+        )
+        self.worker_id = f"{socket.gethostname()}:{self.proc.pid}"  # scheduler.node_id()
+
+    def started(self) -> bool:
+        assert self.proc.poll() is None, self.output()[-3000:]
+        return heartbeat_path(self.settings).is_file()
+
+    def output(self) -> str:
+        return self.out_path.read_text("utf-8", errors="replace")
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+
+def drop(staged: Path, inbox: Path, rel: str) -> None:
+    """Copy in the way a user does: a temporary name, then a rename."""
+    target = inbox / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    shutil.copy(staged, part)
+    os.replace(part, target)
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def outputs_for(*rels: str) -> list[str]:
+    return sorted(f"{rel.rsplit('.', 1)[0]}.{ext}" for rel in rels for ext in FORMATS)
+
+
+def test_two_nodes_share_one_queue_and_survive_a_killed_node(
+    tmp_path: Path, pg_url: str, models: Path
+) -> None:
+    if not espeak_available():
+        pytest.skip("needs espeak-ng")
+    shared = tmp_path / "shared"
+    nodes = [Node(tmp_path / name, shared, pg_url, models) for name in ("node1", "node2")]
+    queue = TaskQueue(db.make_engine(pg_url))
+    try:
+        wait_for(lambda: all(n.started() for n in nodes), timeout=90)
+        inbox, outbox, archive = nodes[0].settings.inbox, shared / "outbox", shared / "archive"
+
+        # ---- a batch: every file exactly once -------------------------------------------------
+        staged = tmp_path / "staged"
+        batch = {rel: speak_wav(text, staged / rel) for rel, text in SPEECH.items()}
+        batch["quiet.wav"] = silence_wav(staged / "quiet.wav", 2.0)
+        batch["sub/quiet.wav"] = silence_wav(staged / "sub" / "quiet.wav", 3.0)
+        batch["beep.wav"] = tone_wav(staged / "beep.wav", 2.0)
+        for rel, wav in batch.items():
+            drop(wav, inbox, rel)
+
+        def batch_done() -> list:
+            rows = queue.list(limit=100)
+            return rows if len(rows) >= len(batch) and all(
+                r.status == COMPLETED and r.source_state == "archived" for r in rows) else []
+
+        rows = wait_for(batch_done, timeout=150, interval=0.5)
+        assert sorted(r.source for r in rows) == sorted(batch)  # one task row per file
+        for row in rows:
+            steps = [e.to_status for e in queue.events(row.id)]
+            assert steps == [PENDING, LOADING, PROCESSING, COMPLETED], (row.source, steps)
+            assert row.attempts == 0 and row.outputs
+        by_node = Counter(r.worker_id for r in rows)
+        assert set(by_node) == {n.worker_id for n in nodes}, by_node  # both nodes took work
+        assert files_under(outbox) == outputs_for(*batch)  # one set of outputs, no "(1)" copies
+        assert files_under(archive) == sorted(batch)  # each source archived once
+        assert files_under(inbox) == []
+        for rel, text in SPEECH.items():
+            said = (outbox / rel).with_suffix(".txt").read_text(encoding="utf-8")
+            assert word_error_rate(text, said) <= 0.25, (text, said)
+
+        # ---- kill -9 the node that runs a task; the other one finishes it -------------------
+        drop(tone_wav(staged / "long.wav", 40.0), inbox, "long.wav")
+        running = wait_for(lambda: [r for r in queue.list(status=PROCESSING, limit=5)
+                                    if r.source == "long.wav"], timeout=90)[0]
+        victim = next(n for n in nodes if n.worker_id == running.worker_id)
+        survivor = next(n for n in nodes if n is not victim)
+        workers = psutil.Process(victim.proc.pid).children(recursive=True)
+        assert workers, "the busy node has no worker process"
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert alive == [], "worker processes outlived their killed node"
+        assert queue.get(running.id).status == PROCESSING  # nobody touched it yet: lease valid
+
+        def finished():  # noqa: ANN202
+            row = queue.get(running.id)
+            return row if row.status == COMPLETED and row.source_state == "archived" else None
+
+        # lease (6 s) + maintenance period (5 s) + backoff (1 s) + the second run
+        row = wait_for(finished, timeout=120, interval=0.5)
+        assert row.worker_id == survivor.worker_id and row.attempts == 1
+        events = [(e.from_status, e.to_status, e.worker_id) for e in queue.events(row.id)]
+        assert events == [
+            (None, PENDING, None),
+            (PENDING, LOADING, victim.worker_id),
+            (LOADING, PROCESSING, victim.worker_id),
+            (PROCESSING, PENDING, victim.worker_id),  # reaped by the survivor: attempt spent
+            (PENDING, LOADING, survivor.worker_id),
+            (LOADING, PROCESSING, survivor.worker_id),
+            (PROCESSING, COMPLETED, survivor.worker_id),
+        ], events
+        assert queue.events(row.id)[3].detail.startswith("interrupted")
+        assert "lease expired" in survivor.output()
+        assert files_under(archive) == sorted([*batch, "long.wav"])  # moved once, no "(1)"
+        assert files_under(outbox) == outputs_for(*batch, "long.wav")
+        assert files_under(inbox) == []
+        assert len(queue.list(limit=100)) == len(batch) + 1  # no duplicate task rows
+        assert survivor.stop() == 0, survivor.output()[-3000:]
+    finally:
+        for n in nodes:
+            n.stop()
+        queue.engine.dispose()
