@@ -333,6 +333,7 @@ class CpuSampler:
     series: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     kinds: dict[int, str] = field(default_factory=dict)
     gone: dict[int, float] = field(default_factory=dict)  # pid -> first sample without it
+    exited: dict[int, float] = field(default_factory=dict)  # pid -> first seen as a zombie
     last_sample: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -362,8 +363,11 @@ class CpuSampler:
             for pid in self.series:
                 if pid not in alive and pid not in self.gone:
                     self.gone[pid] = time.time()
+                    self.exited.setdefault(pid, self.gone[pid])
             for p in procs:
                 try:
+                    if p.pid not in self.exited and p.status() == psutil.STATUS_ZOMBIE:
+                        self.exited[p.pid] = time.time()
                     t = p.cpu_times()
                     now = time.time()
                     if p.pid not in self.series:
@@ -490,11 +494,12 @@ def run_service(work: Path, models_dir: Path, clips: list[Path], args: argparse.
                 ) -> ServiceRun:
     folder = work / "svc"
     settings_path = write_settings(folder, {
-        "models": {"dir": str(models_dir), "default": MODEL, "allow_download": False},
         "gpu": {"devices": "none"},
         "watcher": {"stable_seconds": args.stable_seconds},
         "scheduler": {"interval_seconds": args.interval,
                       "prestart_workers": args.prestart_workers},
+        "models": {"dir": str(models_dir), "default": MODEL, "allow_download": False,
+                   "keep_warm_seconds": args.keep_warm_seconds},
         "cpu": {"max_concurrent_tasks": 1},
     })
     inbox, outbox = folder / "inbox", folder / "outbox"
@@ -584,7 +589,7 @@ def run_service(work: Path, models_dir: Path, clips: list[Path], args: argparse.
         texts[clip.name] = txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
     log_file = folder / "logs" / "dropscribe.log"
     (folder / "cpu_samples.json").write_text(json.dumps(
-        {"drop_at": drop_at, "kinds": sampler.kinds, "gone": sampler.gone,
+        {"drop_at": drop_at, "kinds": sampler.kinds, "gone": sampler.gone, "exited": sampler.exited,
          "series": sampler.series}), encoding="utf-8")
     own = bench_cpu + sum(sampler.used(pid, drop_at, end_at) for pid in sampler.series)
     load = Load(end_at - drop_at, own, max(0.0, busy - own))
@@ -624,7 +629,9 @@ def report(rounds: list[tuple[PlainRun, PlainRun, ServiceRun]], clips: list[Path
       f"{n} files x {args.seconds:.0f} s ({fmt_count['.wav']} wav, {fmt_count['.mp3']} mp3), "
       f"{len(rounds)} round(s) of (a), (b), (c)")
     p(f"service settings: stable_seconds {args.stable_seconds}, interval_seconds "
-      f"{args.interval}, prestart_workers {args.prestart_workers}, max_concurrent_tasks 1")
+      f"{args.interval}, prestart_workers {args.prestart_workers}, keep_warm_seconds "
+      f"{args.keep_warm_seconds}, max_concurrent_tasks 1")
+    p(f"service code measured: {args.code}")
     if args.env_vars:
         p("environment for all runs: " + " ".join(f"{k}={v}" for k, v in args.env_vars.items()))
     p()
@@ -762,29 +769,40 @@ def report_round(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path],
     p()
     p("CPU seconds used while each task was loading/processing (claimed -> finished), "
       "from psutil samples:")
-    p(f"  {'id':>3}{'window':>8}{'running worker':>16}{'other workers':>15}{'service':>9}"
-      f"   running worker's 2-core share")
+    p(f"  {'id':>3}{'window':>8}{'running worker':>16}{'spare (importing)':>19}"
+      f"{'finished (exiting)':>20}{'service':>9}   running worker's share of the CPUs")
     worker_pids = [pid for pid, k in s.kinds.items() if k == "worker"]
     service_pid = next((pid for pid, k in s.kinds.items() if k == "service"), None)
     runner_of: dict[int, int] = {}
     for r in done_rows:
         t0, t1 = utc_epoch(r["claimed_at"]), utc_epoch(r["finished_at"])
         use = {pid: s.used(pid, t0, t1) for pid in worker_pids}
-        runner = max(use, key=use.get) if use else None
-        if runner is not None:
-            runner_of[r["id"]] = runner
-        others = sum(v for pid, v in use.items() if pid != runner)
+        if use:
+            runner_of[r["id"]] = max(use, key=use.get)
+    for r in done_rows:
+        t0, t1 = utc_epoch(r["claimed_at"]), utc_epoch(r["finished_at"])
+        runner = runner_of.get(r["id"])
+        finished_before = {runner_of[x["id"]] for x in done_rows
+                           if x["id"] in runner_of and utc_epoch(x["finished_at"]) <= t0 + 0.01}
+        use = {pid: s.used(pid, t0, t1) for pid in worker_pids}
+        exiting = sum(v for pid, v in use.items() if pid != runner and pid in finished_before)
+        spare = sum(v for pid, v in use.items() if pid != runner and pid not in finished_before)
         svc = s.used(service_pid, t0, t1) if service_pid else 0.0
         share = (use.get(runner, 0.0) / ((t1 - t0) * (os.cpu_count() or 1))) if runner else 0.0
-        p(f"  {r['id']:>3}{t1 - t0:>8.2f}{use.get(runner, 0.0):>16.2f}{others:>15.2f}"
-          f"{svc:>9.2f}   {share:.0%}")
+        p(f"  {r['id']:>3}{t1 - t0:>8.2f}{use.get(runner, 0.0):>16.2f}{spare:>19.2f}"
+          f"{exiting:>20.2f}{svc:>9.2f}   {share:.0%}")
     p(f"  (the bench process itself used {c.bench_cpu_s:.2f} s CPU while polling)")
     p()
     p("worker processes (pre-started spares): when their imports ran and whether they were "
       "ready in time:")
+    seen_pids: set[int] = set()
     for tid, pid in sorted(runner_of.items()):
         r = by_id(rows, tid)
         claimed = utc_epoch(r["claimed_at"])
+        if pid in seen_pids:
+            p(f"  task {tid}: worker pid {pid} again (a warm worker took it)")
+            continue
+        seen_pids.add(pid)
         busy = s.last_busy(pid, claimed)
         pre_cpu = s.cpu_at(pid, claimed)
         born = s.started(pid)
@@ -799,14 +817,20 @@ def report_round(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path],
     p(f"  spare(s) left idle at the end: {len(worker_pids) - len(runner_of)}, "
       f"{spare_cpu:.2f} s CPU spent importing")
     p()
-    p("after 'done': how long the dispatcher waited for the finished worker to exit "
-      "(join in _collect) before it claimed the next task:")
+    p("after 'done': when the next task was claimed, and when the finished worker really "
+      "exited (its teardown overlaps what runs next unless the dispatcher waits for it):")
     for prev, nxt in pairwise(done_rows):
         pid = runner_of.get(prev["id"])
         fin, claim = utc_epoch(prev["finished_at"]), utc_epoch(nxt["claimed_at"])
         gone = s.gone.get(pid) if pid else None
-        exit_txt = (f"worker {pid} gone {gone - fin:.2f} s after 'done' was recorded "
-                    f"(+-{s.interval:.2f})" if gone else "worker exit not seen")
+        exited = s.exited.get(pid) if pid else None
+        if pid is not None and pid == runner_of.get(nxt["id"]):
+            exit_txt = f"worker {pid} stayed warm and took it"
+        elif gone and exited:
+            exit_txt = (f"worker {pid} exited {exited - fin:.2f} s and was reaped "
+                        f"{gone - fin:.2f} s after 'done' was recorded (+-{s.interval:.2f})")
+        else:
+            exit_txt = "worker exit not seen"
         p(f"  task {prev['id']} finished -> task {nxt['id']} claimed: {claim - fin:.2f} s; "
           f"{exit_txt}")
 
@@ -823,6 +847,21 @@ def report_round(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path],
     for line in worker_lines:
         t = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
         p(f"  {t - c.drop_at:>7.2f}  [{line[24:].strip()[:100]}]")
+
+
+def code_fingerprint() -> str:
+    """Which service code ran: git HEAD plus a hash of service/*.py as they are on disk."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "service").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = ""
+    return f"git {head or '?'} + service/*.py sha256 {digest.hexdigest()[:12]}"
 
 
 def by_id(rows: list[dict], task_id: int) -> dict:
@@ -843,6 +882,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="service scheduler.interval_seconds (0.2)")
     ap.add_argument("--prestart-workers", type=int, default=1,
                     help="service scheduler.prestart_workers (1, its default)")
+    ap.add_argument("--keep-warm-seconds", type=float, default=0.0,
+                    help="service models.keep_warm_seconds (0, its default)")
     ap.add_argument("--models-dir", type=Path, default=None,
                     help=f"reuse a folder holding {MODEL}.pt instead of importing it afresh")
     ap.add_argument("--workdir", type=Path, default=None,
@@ -878,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
         models = args.models_dir or import_model(work)
         clips = make_clips(work / "audio", args.files, args.seconds)
         threads = max(1, (os.cpu_count() or 1) // 1)  # the worker: cpu_count // max_concurrent
+        args.code = code_fingerprint()
         rounds = []
         for i in range(1, args.rounds + 1):
             log.info("round %d of %d", i, args.rounds)
@@ -888,6 +930,9 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_quiet(args.quiet_wait)
             c = run_service(work / f"round{i}", models, clips, args)
             rounds.append((a, b, c))
+        now = code_fingerprint()
+        if now != args.code:
+            args.code += f" (CHANGED during the run; now {now})"
         vs_b, vs_a, fixed = report(rounds, clips, threads, args)
         print()
         print(f"RESULT service_vs_load_per_file={vs_b:.3f} service_vs_load_once={vs_a:.3f} "

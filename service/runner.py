@@ -13,6 +13,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import db, gpu, outcome
@@ -60,7 +61,7 @@ class Service:
         db.migrate(url)
         self.queue = TaskQueue(db.make_engine(url), self.clock)
         recovered = self.queue.reap_expired(
-            cfg.scheduler.backoff_seconds, worker_prefix=self.worker_id.split(":")[0] + ":"
+            cfg.scheduler.backoff_seconds, dead_workers=self._dead_local_workers()
         )
         for task in recovered:
             log.warning("task %s recovered after an unclean stop -> %s", task.id, task.status)
@@ -101,6 +102,17 @@ class Service:
                 log.exception("HTTP endpoint not started (settings http.*)")
                 self.web = None
         self._maintain()  # heartbeat at once, so `status` sees the service and its HTTP port
+
+    def _dead_local_workers(self) -> set[str]:
+        """Worker ids of this host whose process is gone: a crash left their tasks running.
+        (A second service on the same host keeps its tasks: its pid is alive.)"""
+        host = self.worker_id.rsplit(":", 1)[0]
+        dead = set()
+        for wid in self.queue.active_workers():
+            w_host, _, pid = wid.rpartition(":")
+            if w_host == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
+                dead.add(wid)
+        return dead
 
     def _tick(self) -> None:
         try:

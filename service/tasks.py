@@ -12,7 +12,7 @@ that lost a race returns None instead of raising: the caller simply moves on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -333,14 +333,14 @@ class TaskQueue:
         )
 
     def reap_expired(
-        self, backoff_seconds: float, *, worker_prefix: str | None = None
+        self, backoff_seconds: float, *, dead_workers: Collection[str] = ()
     ) -> list[Task]:
         """Running tasks whose lease expired (or, at start-up, that this node left behind when
         it crashed) go back to pending with an attempt spent, or to failed when spent."""
         now = self.clock.now()
         cond = [Task.status.in_(ACTIVE_STATES)]
-        if worker_prefix is not None:
-            cond.append(or_(Task.lease_expires_at < now, Task.worker_id.startswith(worker_prefix)))
+        if dead_workers:
+            cond.append(or_(Task.lease_expires_at < now, Task.worker_id.in_(list(dead_workers))))
         else:
             cond.append(Task.lease_expires_at < now)
         with self._sessions() as s:
@@ -403,6 +403,12 @@ class TaskQueue:
             rows = list(s.scalars(stmt))
             s.expunge_all()
             return rows
+
+    def active_workers(self) -> set[str]:
+        """Worker ids that hold running tasks (to find the ones that died with their node)."""
+        with self._sessions() as s:
+            rows = s.scalars(select(Task.worker_id).where(Task.status.in_(ACTIVE_STATES)))
+            return {w for w in rows if w}
 
     def unsettled(self) -> list[Task]:
         """Completed/failed tasks whose source is still in the inbox: the service stopped

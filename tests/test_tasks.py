@@ -118,6 +118,17 @@ def test_expired_leases_are_reaped_with_an_attempt(queue: TaskQueue, clock) -> N
     assert row.status == PENDING and row.attempts == 1 and row.error_kind == "interrupted"
 
 
+def test_start_up_reaps_only_the_dead_workers_of_this_host(queue: TaskQueue) -> None:
+    mine = queue.enqueue(new("dead.mp3"))
+    other = queue.enqueue(new("alive.mp3"))
+    queue.claim(mine.id, "host:111", 60)
+    queue.claim(other.id, "host:222", 60)
+    assert queue.active_workers() == {"host:111", "host:222"}
+    [row] = queue.reap_expired(30, dead_workers={"host:111"})  # leases still fresh
+    assert row.id == mine.id and row.status == PENDING
+    assert queue.get(other.id).status == LOADING
+
+
 def test_cancel_and_retry(queue: TaskQueue) -> None:
     t = queue.enqueue(new())
     assert queue.cancel(t.id).status == "cancelled"
