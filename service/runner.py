@@ -59,7 +59,7 @@ class Service:
             folder.mkdir(parents=True, exist_ok=True)
         url = cfg.database_url
         db.migrate(url)
-        self.queue = TaskQueue(db.make_engine(url), self.clock)
+        self.queue = TaskQueue(db.make_engine(url), self.clock, cfg.ui_language)
         recovered = self.queue.reap_expired(
             cfg.scheduler.backoff_seconds, dead_workers=self._dead_local_workers()
         )

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import i18n
 from .clock import Clock, SystemClock
 from .db import session_factory
 from .tables import (
@@ -71,9 +72,10 @@ def _open_source_conflict(err: IntegrityError) -> bool:
 class TaskQueue:
     """Storage behind small verbs: enqueue, claim, start, complete, fail, requeue, cancel…"""
 
-    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None, lang: str = "en") -> None:
         self.engine = engine
         self.clock = clock or SystemClock()
+        self.lang = lang  # of the one log line per state change
         self._sessions = session_factory(engine)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -119,7 +121,14 @@ class TaskQueue:
             self._event(s, task_id, prev, to, worker, detail)
             s.flush()
             s.expunge(row)
-            return row
+        self._log_state(row)
+        return row
+
+    def _log_state(self, task: Task) -> None:
+        level = logging.WARNING if task.status == FAILED else logging.INFO
+        state = i18n.state_name(task.status, self.lang)
+        log.log(level, i18n.t("task.state_log", self.lang, id=task.id, state=state,
+                              file=task.source))
 
     # ---- enqueue -------------------------------------------------------------------------
     def enqueue(self, new: NewTask, *, failed: tuple[str, str] | None = None) -> Task | None:
@@ -154,7 +163,7 @@ class TaskQueue:
             task = s.get(Task, task_id)
             s.flush()
             s.expunge(task)
-        log.info("task %s %s: %s", task.id, status, new.source)
+        self._log_state(task)
         return task
 
     def is_known(self, source: str, size: int, mtime_ns: int) -> bool:
@@ -243,7 +252,8 @@ class TaskQueue:
             self._event(s, row.id, PENDING, LOADING, worker_id, None)
             s.flush()
             s.expunge(row)
-            return row
+        self._log_state(row)
+        return row
 
     # ---- progress through a run ------------------------------------------------------------
     def start_processing(self, task_id: int, worker_id: str, load_seconds: float) -> Task | None:

@@ -232,3 +232,18 @@ def test_eight_processes_claim_each_task_exactly_once(db_url: str) -> None:
     counts = Counter(claimed)
     assert len(claimed) == 400 and max(counts.values()) == 1
     assert q.counts()[LOADING] == 400
+
+
+def test_one_log_line_per_state_change_in_the_ui_language(db_url: str, caplog) -> None:
+    from service import i18n
+
+    q = TaskQueue(db.make_engine(db_url), lang="zh-CN")
+    with caplog.at_level("INFO", logger="service.tasks"):
+        t = q.enqueue(new("会议 记录.mp3"))
+        q.claim(t.id, "h:1", 60)
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.tasks"]
+    assert lines == [
+        f"任务 {t.id} {i18n.state_name(PENDING, 'zh-CN')}：会议 记录.mp3",
+        f"任务 {t.id} {i18n.state_name(LOADING, 'zh-CN')}：会议 记录.mp3",
+    ]
+    q.engine.dispose()
