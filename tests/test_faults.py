@@ -4,10 +4,12 @@ environment faults. Nothing may be lost, nothing done twice, and the service kee
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -243,3 +245,64 @@ def test_corrupt_model_file_fails_with_a_clear_reason(tmp_path: Path, models_dir
     assert "broken.pt" in row.error_message
     status = app(svc.settings_path, "status")
     assert "broken.pt" in status.stdout
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A real 512 KiB filesystem (tmpfs) that we can fill up: needs root, as in CI."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / "small disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_while_writing_leaves_no_partial_transcript(
+    tmp_path: Path, models_dir: Path, tiny_disk: Path
+) -> None:
+    outbox = tiny_disk / "outbox"
+    settings = service_settings(tmp_path, models_dir, scheduler={"max_attempts": 2},
+                                paths={"outbox": str(outbox)})
+    svc = ServiceProcess(settings)
+    s = svc.settings
+    try:
+        filler = tiny_disk / "filler"
+        with open(filler, "wb", buffering=0) as f:  # fill it up: no transcript can fit
+            try:
+                while True:
+                    f.write(b"\0" * 1024)
+            except OSError:
+                pass
+        speak_wav("This transcript will not fit on the disk.", s.inbox / "full.wav")
+        [row] = final(svc, 1, timeout=180)
+        assert svc.proc.poll() is None
+    finally:
+        assert svc.stop() == 0
+    assert row.status == "failed" and row.error_kind == "io_error" and row.attempts == 2
+    assert "No space left on device" in row.error_message
+    assert (s.failed / "full.wav").is_file()
+    leftovers = [p.name for p in outbox.rglob("*") if p.is_file()]
+    assert not [n for n in leftovers if n.endswith((".txt", ".srt", ".vtt", ".json", ".tmp"))]
+
+
+def test_file_deleted_before_it_is_processed_has_a_clear_outcome(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    settings = service_settings(tmp_path, models_dir, cpu={"max_concurrent_tasks": 1})
+    svc = ServiceProcess(settings)
+    s = svc.settings
+    try:
+        tone_wav(s.inbox / "first long.wav", 60)  # keeps the only CPU slot busy
+        wait_for(lambda: any(t.status == "processing" for t in svc.tasks()), timeout=120)
+        silence_wav(s.inbox / "vanishing.wav", 1)
+        wait_for(lambda: any(t.source == "vanishing.wav" for t in svc.tasks()), timeout=60)
+        (s.inbox / "vanishing.wav").unlink()  # the user changes their mind
+        rows = final(svc, 2, timeout=240)
+    finally:
+        assert svc.stop() == 0
+    gone = next(r for r in rows if r.source == "vanishing.wav")
+    assert gone.status == "failed" and "no longer there" in gone.error_message
+    assert gone.source_state == "missing" and gone.attempts == 1
+    assert next(r for r in rows if r.source == "first long.wav").status == "completed"
