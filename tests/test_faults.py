@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -114,6 +115,11 @@ def busy_or_done(svc: ServiceProcess, states: tuple[str, ...], n: int) -> bool:
     return any(t.status in states for t in svc.tasks()) or all_done(svc, n)
 
 
+def claimed_since(svc: ServiceProcess, since: datetime, n: int) -> bool:
+    """A task was claimed by the restarted service (recovered work is running again)."""
+    return any(t.claimed_at and t.claimed_at > since for t in svc.tasks()) or all_done(svc, n)
+
+
 def test_kill_dash_nine_at_random_moments_loses_nothing_and_does_nothing_twice(
     tmp_path: Path, models_dir: Path
 ) -> None:
@@ -143,8 +149,9 @@ def test_kill_dash_nine_at_random_moments_loses_nothing_and_does_nothing_twice(
         orphans_checked += len(children)
         cycles += 1
         restarted = time.monotonic()
+        restart_utc = datetime.now(timezone.utc).replace(tzinfo=None)
         svc = ServiceProcess(settings)
-        wait_for(partial(busy_or_done, svc, ("loading", "processing"), len(names)), timeout=60)
+        wait_for(partial(claimed_since, svc, restart_utc, len(names)), timeout=60)
         restart_to_running.append(time.monotonic() - restarted)
     try:
         rows = final(svc, len(names), timeout=300)

@@ -139,6 +139,7 @@ def test_a_killed_worker_is_noticed_and_the_task_retried(harness_factory) -> Non
         time.sleep(0.05)
     detect_s = time.monotonic() - killed_at
     assert detect_s < 5
+    print(f"dead worker noticed after {detect_s:.2f} s")
     row = h.queue.get(1)
     assert row.error_kind == "worker_crashed" and "exit code -9" in row.error_message
     h.run_until_idle(180)
