@@ -808,16 +808,21 @@ def report_round(a: PlainRun, b: PlainRun, c: ServiceRun, clips: list[Path],
         seen_pids.add(pid)
         busy = s.last_busy(pid, claimed)
         pre_cpu = s.cpu_at(pid, claimed)
-        born = s.started(pid)
+        born = s.first_seen(pid)  # psutil's create_time can be off by ~0.5 s in a VM
         origin = ("started before the drop" if born <= c.drop_at else
-                  f"started {born - c.drop_at:.2f} s after the drop")
-        ready = ("idle when its task was claimed" if busy is None or claimed - busy > 0.5
-                 else f"STILL IMPORTING when its task was claimed (busy until "
-                      f"~{busy - c.drop_at:.2f} s)")
+                  f"first seen {born - c.drop_at:.2f} s after the drop")
+        if born >= claimed - 0.1:
+            ready = "spawned for this task (no spare ready): its imports are on the critical path"
+        elif busy is None or claimed - busy > 0.5:
+            ready = "idle when its task was claimed"
+        else:
+            ready = (f"STILL IMPORTING when its task was claimed (busy until "
+                     f"~{busy - c.drop_at:.2f} s)")
         p(f"  task {tid}: worker pid {pid} {origin}; {pre_cpu:.2f} s CPU before its job; {ready}")
     spare_cpu = sum(s.cpu_at(pid, s.last_sample) for pid in worker_pids
                     if pid not in runner_of.values())
-    p(f"  spare(s) left idle at the end: {len(worker_pids) - len(runner_of)}, "
+    idle_spares = set(worker_pids) - set(runner_of.values())
+    p(f"  spare(s) left idle at the end: {len(idle_spares)}, "
       f"{spare_cpu:.2f} s CPU spent importing")
     p()
     p("after 'done': when the next task was claimed, and when the finished worker really "
