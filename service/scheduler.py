@@ -277,6 +277,8 @@ class Dispatcher:
 
     def _prestart(self) -> None:
         self._spares = [p for p in self._spares if p.process.is_alive()]
+        if self.running and self._ctx.get_start_method() == "forkserver":
+            return  # a fork takes milliseconds: don't compete with running work for the CPU
         want = self.settings.scheduler.prestart_workers
         while len(self._spares) < want:
             self._spares.append(self._spawn())
