@@ -233,7 +233,7 @@ def make_clips(folder: Path, count: int, seconds: float) -> list[Path]:
     """``count`` different clips of exactly ``seconds`` s of espeak-ng speech (odd ones mp3)."""
     import numpy as np
 
-    from tests.speech import convert, espeak_available, read_wav, speak_wav
+    from tests.speech import convert, espeak_available, read_wav, speak_wav, write_wav
 
     if not espeak_available():
         raise SystemExit("espeak-ng is not installed (Debian package espeak-ng)")
@@ -257,7 +257,7 @@ def make_clips(folder: Path, count: int, seconds: float) -> list[Path]:
             k += 1
         samples = np.concatenate(parts)[:target]
         samples = np.concatenate([samples, np.zeros(target - len(samples), dtype=np.float32)])
-        wav = _write_wav(folder / "wav" / f"clip{c + 1:02d}.wav", samples, rate)
+        wav = write_wav(folder / "wav" / f"clip{c + 1:02d}.wav", samples, rate)
         if c % 2 == 1:
             clips.append(convert(wav, folder / "clips" / f"clip{c + 1:02d}.mp3"))
         else:
@@ -266,21 +266,6 @@ def make_clips(folder: Path, count: int, seconds: float) -> list[Path]:
             clips.append(Path(shutil.copy(wav, dest)))
     log.info("generated %d clips of %.1f s: %s", count, seconds, ", ".join(p.name for p in clips))
     return clips
-
-
-def _write_wav(path: Path, samples, rate: int) -> Path:  # noqa: ANN001
-    import wave
-
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def write_settings(folder: Path, data: dict) -> Path:

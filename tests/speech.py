@@ -106,7 +106,7 @@ def convert(src_wav: Path, dest: Path) -> Path:
     return dest
 
 
-def _write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
@@ -121,12 +121,12 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
 def tone_wav(path: Path, seconds: float, freq: float = 440, rate: int = 16000) -> Path:
     """A mono 16-bit sine tone: cheap non-speech audio for volume tests with many files."""
     t = np.arange(int(round(seconds * rate))) / rate
-    return _write_wav(path, 0.5 * np.sin(2 * np.pi * freq * t), rate)
+    return write_wav(path, 0.5 * np.sin(2 * np.pi * freq * t), rate)
 
 
 def silence_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
     """A mono 16-bit file of digital silence."""
-    return _write_wav(path, np.zeros(int(round(seconds * rate))), rate)
+    return write_wav(path, np.zeros(int(round(seconds * rate))), rate)
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
