@@ -7,9 +7,10 @@ Sidecars (`x.mp3.json`) travel with their audio file.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path, PurePosixPath
+
+from .outputs import safe_join
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +24,6 @@ def sidecar_of(path: Path) -> Path:
 def rel_source(inbox: Path, path: Path) -> str:
     """The inbox-relative, '/'-separated name stored in the task row."""
     return PurePosixPath(*path.relative_to(inbox).parts).as_posix()
-
-
-def safe_join(root: Path, rel: str) -> Path:
-    """root/rel, refusing anything that would land outside root (.., absolute, drive)."""
-    parts = PurePosixPath(rel.replace("\\", "/")).parts
-    if not parts or any(p in ("..", "") for p in parts) or PurePosixPath(rel).is_absolute():
-        raise ValueError(f"unsafe relative path: {rel!r}")
-    if any(":" in p for p in parts[:1]):
-        raise ValueError(f"unsafe relative path: {rel!r}")
-    target = root.joinpath(*parts)
-    root_r = os.path.realpath(root)
-    if os.path.commonpath([root_r, os.path.realpath(target.parent)]) != root_r:
-        raise ValueError(f"path escapes {root}: {rel!r}")
-    return target
 
 
 def _free_name(target: Path) -> Path:

@@ -85,17 +85,23 @@ def _inside(root: Path, candidate: Path) -> bool:
         return False
 
 
-def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
-    """``outbox/<folder of the source relative to the inbox>`` — never anywhere else.
+def safe_join(root: Path, rel: PurePosixPath | str) -> Path:
+    """``root/rel`` for an inbox-relative path — never anywhere outside ``root``.
 
-    ``team/会议 记录 1.mp3`` → ``outbox/team``. Refuses absolute paths, drives, UNC paths and
-    ``..``, and also a result that leaves the outbox through a symlinked folder.
+    Refuses absolute paths, drives, UNC paths and ``..``, and also a result whose folder leaves
+    ``root`` through a symlinked folder. Used for the outbox, inbox, archive and failed folders.
     """
-    parts = _split_relative(rel_source)
-    target = Path(outbox).joinpath(*parts[:-1])
-    if not _inside(Path(outbox), target):
-        raise UnsafePathError(f"{str(rel_source)!r} resolves outside the outbox")
+    parts = _split_relative(rel)
+    target = Path(root).joinpath(*parts)
+    if not _inside(Path(root), target.parent):
+        raise UnsafePathError(f"{str(rel)!r} resolves outside {root}")
     return target
+
+
+def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
+    """``outbox/<folder of the source relative to the inbox>``: ``team/会议 记录 1.mp3`` →
+    ``outbox/team``, with every check of :func:`safe_join`."""
+    return safe_join(outbox, rel_source).parent
 
 
 def _check_stem(stem: str) -> None:

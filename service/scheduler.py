@@ -24,7 +24,6 @@ from . import outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
-from .files import safe_join
 from .planner import Active, Planner
 from .tables import Task
 from .tasks import TaskQueue
@@ -212,7 +211,7 @@ class Dispatcher:
         simulated = self.pool is not None and self.pool.backend.simulated
         return Job(
             task_id=task.id,
-            source_path=str(safe_join(cfg.inbox, task.source)),
+            source_path=str(outputs.safe_join(cfg.inbox, task.source)),
             source_name=task.source,
             model=task.model,
             models_dir=str(cfg.models_dir),
