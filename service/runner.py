@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import db, gpu, outcome
+from . import db, gpu, outcome, status
 from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -139,18 +139,8 @@ class Service:
 
     def _heartbeat(self) -> None:
         """A small JSON file `status` reads: is the service alive, what runs, the GPUs."""
-        pool = self.dispatcher.pool
-        data = {
-            "pid": os.getpid(),
-            "worker_id": self.worker_id,
-            "started": self._started_at.isoformat(timespec="seconds"),
-            "heartbeat": time.time(),
-            "mode": "cpu" if pool is None else "simulated-gpu" if pool.backend.simulated else "gpu",
-            "gpus": pool.snapshot() if pool is not None else [],
-            "running": self.dispatcher.running_summary(),
-            "watcher_alive": self.watcher.alive(),
-            "http_port": getattr(getattr(self, "web", None), "port", None),
-        }
+        # status.live reads the running tasks safely from this (maintenance) thread.
+        data = {**status.live(self), "heartbeat": time.time()}
         path = heartbeat_path(self.settings)
         tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # writers don't clash
         tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
