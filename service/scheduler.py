@@ -322,17 +322,22 @@ class Dispatcher:
         limit = self.time_limit_s(run)
         if time.monotonic() - run.started <= limit:
             return
-        run.proc.process.kill()
-        run.proc.process.join(timeout=5)
-        run.done = True
-        self.running.pop(task_id, None)
-        self._release(task_id)
+        self._stop_task(task_id)
         self._failed(
             task_id, "timeout",
             f"The transcription took longer than {limit:.0f} seconds and was stopped "
             "(scheduler.timeout_factor / timeout_min_seconds in settings.yaml).",
             retryable=True,
         )
+
+    def _stop_task(self, task_id: int) -> Running:
+        """Kill a running task's worker and return its memory; the caller records why."""
+        run = self.running.pop(task_id)
+        run.done = True
+        run.proc.process.kill()
+        run.proc.process.join(timeout=5)
+        self._release(task_id)
+        return run
 
     def _keep_warm(self, task_id: int, run: Running) -> None:
         key = -(run.proc.process.pid or task_id)
@@ -441,10 +446,7 @@ class Dispatcher:
             self.queue.renew_leases(self.worker_id, list(self.running), lease)
             for task_id, status in self.queue.statuses(list(self.running)).items():
                 if status == "cancelled":  # `cancel ID` from the command line
-                    run = self.running.pop(task_id)
-                    run.proc.process.kill()
-                    run.proc.process.join(timeout=5)
-                    self._release(task_id)
+                    self._stop_task(task_id)
                     log.info("task %s cancelled: worker stopped", task_id)
 
     # ---- stopping ------------------------------------------------------------------------
@@ -452,13 +454,10 @@ class Dispatcher:
         """Stop every worker and give their tasks back without spending an attempt."""
         self._stopping = True
         with self._lock:
-            for task_id, run in list(self.running.items()):
-                run.proc.process.kill()
-                run.proc.process.join(timeout=5)
+            for task_id in list(self.running):
+                run = self._stop_task(task_id)
                 self.queue.requeue(task_id, self.worker_id, "service stopped")
-                self._release(task_id)
                 log.info("task %s requeued (service stopping): %s", task_id, run.task.source)
-            self.running.clear()
             for proc in [w.proc for w in self._warm] + [p for p, _ in self._exiting]:
                 proc.process.kill()
                 proc.process.join(timeout=5)

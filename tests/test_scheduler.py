@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -19,7 +20,7 @@ from service.scheduler import Dispatcher
 from service.tasks import NewTask, TaskQueue
 from service.vram import VramPool
 from tests.conftest import write_settings
-from tests.speech import silence_wav
+from tests.speech import read_wav, silence_wav, speak_wav, tone_wav, write_wav
 
 pytestmark = pytest.mark.slow
 
@@ -172,3 +173,48 @@ def test_warm_worker_takes_the_next_file_of_its_model_then_leaves(harness_factor
         time.sleep(0.2)
     assert h.pool.reservations() == [] and h.backend.devices()[0].used_mb == 0
     assert not psutil.pid_exists(worker)  # exited and reaped
+
+
+def _until(h: Harness, predicate, timeout: float) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        h.dispatcher.tick()
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout} s: {h.queue.counts()}")
+
+
+def test_a_task_over_its_time_limit_is_stopped_with_a_reason(harness_factory) -> None:
+    h = harness_factory(None, max_attempts=1, timeout_factor=0.001, timeout_min_seconds=1)
+    path = tone_wav(h.settings.inbox / "endless.wav", 60.0)  # takes several seconds on the CPU
+    st = path.stat()
+    h.queue.enqueue(NewTask(source="endless.wav", size=st.st_size, mtime_ns=st.st_mtime_ns,
+                            model="tiny.en", audio_seconds=60.0))
+    pids: list[int] = []
+
+    def stopped() -> bool:
+        pids.extend(r.proc.process.pid for r in h.dispatcher.running.values())
+        return h.queue.get(1).status == "failed"
+
+    _until(h, stopped, 60)
+    row = h.queue.get(1)
+    assert row.error_kind == "timeout" and "longer than 1 seconds" in row.error_message
+    assert pids and not psutil.pid_exists(pids[0]) and not h.dispatcher.running
+
+
+def test_cancel_stops_the_running_worker(harness_factory) -> None:
+    h = harness_factory(None)
+    speech, rate = read_wav(speak_wav("We are still talking about the budget.",
+                                      h.settings.inbox.parent / "s.wav"))
+    long = np.tile(speech, int(240 * rate / len(speech)) + 1)  # ~4 min of speech: ~15 s of work
+    path = write_wav(h.settings.inbox / "long.wav", long, rate)
+    st = path.stat()
+    h.queue.enqueue(NewTask(source="long.wav", size=st.st_size, mtime_ns=st.st_mtime_ns,
+                            model="tiny.en", audio_seconds=len(long) / rate))
+    _until(h, lambda: h.queue.get(1).status == "processing", 60)
+    pid = h.dispatcher.running[1].proc.process.pid
+    h.queue.cancel(1)  # what `python app.py cancel 1` does
+    _until(h, lambda: not h.dispatcher.running, 15)
+    assert not psutil.pid_exists(pid) and h.queue.get(1).status == "cancelled"
+    assert (h.settings.inbox / "long.wav").is_file()
