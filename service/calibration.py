@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from . import catalog
 from .clock import Clock
@@ -136,11 +137,26 @@ class Calibration:
         return self.estimate_mb(gpu_name, model, precision)
 
     def _update(self, gpu_name: str, model: str, precision: str, change) -> None:  # noqa: ANN001
+        """Read-modify-write of one row, safe against other nodes sharing the database.
+
+        The row is locked (SELECT … FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already
+        serialises writers), so two nodes recording at once both keep their sample. When both
+        insert the first row, the loser retries and then finds the winner's row to update.
+        """
+        for attempt in (1, 2):
+            try:
+                self._update_once(gpu_name, model, precision, change)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+
+    def _update_once(self, gpu_name: str, model: str, precision: str, change) -> None:  # noqa: ANN001
         key = (gpu_name, model, precision)
         with self._sessions.begin() as s, self._lock:
-            row = s.get(ModelMemory, key)
-            e = self._cache.get(key) or _Entry()
-            if row is not None:  # another node with the same GPU model may have written
+            row = s.get(ModelMemory, key, with_for_update=True)
+            e = _Entry()
+            if row is not None:  # the database, not our cache: other nodes write here too
                 e = _Entry(list(row.samples or []), row.floor_mb or 0.0, row.rtf_mean,
                            row.last_peak_mb)
             change(e)
@@ -151,6 +167,7 @@ class Calibration:
                           rtf_mean=e.rtf, floor_mb=e.floor_mb, updated_at=self.clock.now())
             if row is None:
                 s.add(ModelMemory(gpu_name=gpu_name, model=model, precision=precision, **values))
+                s.flush()  # a concurrent first insert fails here, inside the retry
             else:
                 for k, v in values.items():
                     setattr(row, k, v)

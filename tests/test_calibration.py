@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 
 from service import db
 from service.calibration import Calibration
+from service.clock import SystemClock
 from service.tasks import MAX_RESOURCE_RETRIES, NewTask
+from tests.conftest import BOTH_BACKENDS
 
 
 def make(db_url: str, clock) -> Calibration:  # noqa: ANN001
@@ -59,3 +62,28 @@ def test_repeated_oom_requeues_without_attempts_then_stops(queue, clock) -> None
         outcomes.append((row.status, row.attempts))
     assert outcomes[:MAX_RESOURCE_RETRIES] == [("pending", 0)] * MAX_RESOURCE_RETRIES
     assert outcomes[-1][0] == "failed" and len(outcomes) <= MAX_RESOURCE_RETRIES + 2
+
+
+def _record_many(db_url: str, name: str, n: int, go) -> None:  # noqa: ANN001
+    cal = Calibration(db.make_engine(db_url), SystemClock(), window=1000)
+    go.wait()
+    for i in range(n):
+        cal.record("H100", "turbo", "fp16", peak_mb=1000 + i)
+
+
+@BOTH_BACKENDS
+def test_nodes_recording_at_once_keep_every_sample(db_url: str, clock) -> None:  # noqa: ANN001
+    """Several nodes share one database: no sample may be lost to a read-modify-write race,
+    including the race to insert the first row."""
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    procs = [ctx.Process(target=_record_many, args=(db_url, f"n{i}", 15, go)) for i in range(4)]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    cal = Calibration(db.make_engine(db_url), clock, window=1000)
+    [row] = cal.table()
+    assert row["samples"] == 4 * 15
