@@ -47,7 +47,13 @@ def move_source(inbox: Path, rel: str, dest_root: Path) -> Path | None:
         return None
     target = _free_name(safe_join(dest_root, rel))
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(target))
+    try:
+        shutil.move(str(src), str(target))
+    except FileNotFoundError:
+        if src.exists():
+            raise
+        log.warning("cannot move %s: something else moved it just now", src)
+        return None
     side = sidecar_of(src)
     if side.is_file():
         shutil.move(str(side), str(_free_name(sidecar_of(target))))

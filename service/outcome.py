@@ -28,15 +28,19 @@ HINTS = {
 
 
 def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
-    """Move the source (and write the error report) for a task in a final state."""
+    """Move the source (and write the error report) for a task in a final state.
+
+    Safe to run twice for one task (a node starting up while another is settling it): the
+    move decides, and a source already moved by someone else is never recorded as missing.
+    """
     if task.status not in (COMPLETED, FAILED):
         return
     dest = settings.archive if task.status == COMPLETED else settings.failed
     try:
-        moved = move_source(settings.inbox, task.source, dest)
-        queue.set_source_state(
-            task.id, ("archived" if task.status == COMPLETED else "failed") if moved else "missing"
-        )
+        if move_source(settings.inbox, task.source, dest):
+            queue.set_source_state(task.id, "archived" if task.status == COMPLETED else "failed")
+        elif not queue.set_source_state(task.id, "missing", only_from="inbox"):
+            return  # another node (or our own start-up pass) settled it first: nothing to do
     except (OSError, ValueError) as err:
         # The task's outcome stands; the file stays where it is and the row says so.
         log.error("task %s: could not move %s: %s", task.id, task.source, err)

@@ -382,9 +382,15 @@ class TaskQueue:
             error_message=None, progress=0.0,
         )
 
-    def set_source_state(self, task_id: int, state: str, **values: Any) -> None:
+    def set_source_state(
+        self, task_id: int, state: str, *, only_from: str | None = None, **values: Any
+    ) -> bool:
+        """Record where the source file is; with `only_from`, only if it still says that."""
+        stmt = update(Task).where(Task.id == task_id)
+        if only_from is not None:
+            stmt = stmt.where(Task.source_state == only_from)
         with self._sessions.begin() as s:
-            s.execute(update(Task).where(Task.id == task_id).values(source_state=state, **values))
+            return s.execute(stmt.values(source_state=state, **values)).rowcount == 1
 
     def update_fields(self, task_id: int, **values: Any) -> None:
         with self._sessions.begin() as s:

@@ -1,0 +1,102 @@
+"""Settling a finished task: the source moves to archive/ or failed/, nothing is lost, and two
+nodes settling the same task at once agree on where the file went."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from service import db, outcome
+from service.config import Settings, load_settings
+from service.tasks import NewTask, TaskQueue
+from tests.conftest import write_settings
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    s = load_settings(write_settings(tmp_path / "站点", {}))
+    db.migrate(s.database_url)
+    q = TaskQueue(db.make_engine(s.database_url))
+    yield s, q
+    q.engine.dispose()
+
+
+def finished(s: Settings, q: TaskQueue, name: str, *, ok: bool, content: bytes = b"audio"):
+    src = s.inbox / name
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(content)
+    tid = q.enqueue(NewTask(source=name, size=len(content), mtime_ns=1, model="tiny.en")).id
+    q.claim(tid, "h:1", 60)
+    if not ok:
+        return q.fail(tid, "h:1", "not_audio", "Not an audio file.", retryable=False,
+                      backoff_seconds=0)
+    q.start_processing(tid, "h:1", 0.1)
+    return q.complete(tid, "h:1", transcribe_seconds=1.0, outputs=[])
+
+
+def test_completed_source_is_archived_under_its_folder(env) -> None:
+    s, q = env
+    task = finished(s, q, "团队/周会 1.mp3", ok=True)
+    (s.inbox / "团队/周会 1.mp3.json").write_text("{}", encoding="utf-8")
+    outcome.settle(s, q, task)
+    assert (s.archive / "团队/周会 1.mp3").read_bytes() == b"audio"
+    assert (s.archive / "团队/周会 1.mp3.json").is_file()  # the sidecar travels along
+    assert not (s.inbox / "团队/周会 1.mp3").exists() and (s.inbox / "团队").is_dir()
+    assert q.get(task.id).source_state == "archived"
+
+
+def test_failed_source_moves_to_failed_with_a_plain_report(env) -> None:
+    s, q = env
+    task = finished(s, q, "坏.mp3", ok=False)
+    outcome.settle(s, q, task)
+    assert (s.failed / "坏.mp3").is_file() and q.get(task.id).source_state == "failed"
+    report = (s.outbox / "坏.error.txt").read_text(encoding="utf-8")
+    assert "坏.mp3" in report and "Not an audio file." in report
+    assert "plays in a media player" in report  # the hint for not_audio
+
+
+def test_a_name_taken_in_the_archive_is_never_overwritten(env) -> None:
+    s, q = env
+    (s.archive / "a.mp3").parent.mkdir(parents=True, exist_ok=True)
+    (s.archive / "a.mp3").write_bytes(b"older")
+    outcome.settle(s, q, finished(s, q, "a.mp3", ok=True, content=b"newer"))
+    assert (s.archive / "a.mp3").read_bytes() == b"older"
+    assert (s.archive / "a (2).mp3").read_bytes() == b"newer"
+
+
+def test_settling_twice_keeps_the_first_answer(env) -> None:
+    """A node starting up reads the row as still 'inbox' while another node moves the file."""
+    s, q = env
+    task = finished(s, q, "x.mp3", ok=True)
+    outcome.settle(s, q, task)
+    outcome.settle(s, q, task)  # the stale copy of the row: the source is already gone
+    row = q.get(task.id)
+    assert row.source_state == "archived" and row.error_message is None
+    assert (s.archive / "x.mp3").is_file() and not (s.archive / "x (2).mp3").exists()
+
+
+def test_nodes_settling_the_same_tasks_at_once_lose_nothing(env) -> None:
+    s, q = env
+    tasks = [finished(s, q, f"d/{i}.mp3", ok=True, content=str(i).encode()) for i in range(30)]
+    go = threading.Barrier(3)
+
+    def node() -> None:
+        other = TaskQueue(db.make_engine(s.database_url))
+        go.wait()
+        for task in tasks:
+            outcome.settle(s, other, task)
+
+    threads = [threading.Thread(target=node) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for i, task in enumerate(tasks):
+        assert (s.archive / f"d/{i}.mp3").read_bytes() == str(i).encode()
+        row = q.get(task.id)
+        assert row.source_state == "archived", (i, row.source_state, row.error_message)
+        assert row.error_message is None
+    assert sorted(p.name for p in (s.archive / "d").iterdir()) == sorted(
+        f"{i}.mp3" for i in range(30))
