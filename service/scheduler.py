@@ -387,6 +387,7 @@ class Dispatcher:
                 audio_seconds=info["audio_seconds"] or run.task.audio_seconds,
                 detected_language=info["detected_language"],
                 outputs=info["outputs"], vram_peak_mb=info["vram_peak_mb"],
+                sha256=info.get("sha256"),
             )
             run.done = run.ok = True
             self._learn(run, info)

@@ -5,13 +5,14 @@ parent over a Pipe with small tuples:
   ("ready",)                      imports done (a pre-started worker waits for its job)
   ("loaded", load_seconds)        model loaded: the task moves to processing
   ("progress", fraction)          at most every `progress_seconds`
-  ("done", {...})                 outputs written; timings, language, VRAM peak
+  ("done", {...})                 outputs written; timings, language, VRAM peak, sha256
   ("error", kind, message, retryable, resource)
 The process exits after one job, which is what really returns its VRAM to the card.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -145,6 +146,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
     load_seconds = time.perf_counter() - t0
     conn.send(("loaded", load_seconds))
 
+    digest = _Sha256(Path(job.source_path))  # reads the file while the model works: no wall time
     samples = audio.decode(Path(job.source_path))
     last = [0.0]
 
@@ -181,10 +183,40 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
                 "audio_seconds": audio_seconds,
                 "detected_language": result.get("language"),
                 "vram_peak_mb": peak,
+                "sha256": digest.result(),
             },
         )
     )
     return job.model, model
+
+
+class _Sha256:
+    """The source file's SHA-256, computed in a thread (hashlib releases the GIL on big reads).
+
+    It identifies the audio in the task history after the file has moved to archive/. A file
+    that cannot be read again just has no hash; decoding reports the real error.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._hex: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True,
+                                        name="sha256")
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        h = hashlib.sha256()
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError as err:
+            log.warning("could not hash %s: %s", path, err)
+            return
+        self._hex = h.hexdigest()
+
+    def result(self) -> str | None:
+        self._thread.join()
+        return self._hex
 
 
 DEFAULT_CONTEXT_MB = 500  # CUDA context + cuBLAS workspace when the driver won't tell (WDDM)

@@ -1,9 +1,17 @@
-"""The README stays true: its test command is what CI runs, its module table matches service/."""
+"""The README stays true: its test command is what CI runs, its module table matches service/,
+its SQL queries run."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+
+from service import db
+from service.config import load_settings
+from service.tasks import NewTask, TaskQueue
+from tests.conftest import write_settings
+from tests.svc import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,3 +42,34 @@ def test_chinese_readme_sits_beside_the_english_one() -> None:
     assert "收件箱" in zh or "inbox" in zh
     for cmd in _readme_commands():
         assert cmd in zh
+
+
+def test_readme_sql_queries_run(tmp_path: Path) -> None:
+    """Every `python app.py sql "…"` in the README works on a real history, as printed."""
+    path = write_settings(tmp_path, {})
+    s = load_settings(path)
+    db.migrate(s.database_url)
+    q = TaskQueue(db.make_engine(s.database_url))
+    digest = "ab" * 32
+    for i, name in enumerate(["talk.mp3", "副本/talk.mp3"]):
+        tid = q.enqueue(NewTask(source=name, size=1, mtime_ns=1, model="tiny.en",
+                                sha256=digest)).id
+        q.claim(tid, "h:1", 60)
+        q.start_processing(tid, "h:1", 0.5)
+        if i == 0:
+            q.complete(tid, "h:1", transcribe_seconds=2.0, audio_seconds=10.0)
+        else:
+            q.fail(tid, "h:1", "not_audio", "Not audio.", retryable=False, backoff_seconds=0)
+    q.engine.dispose()
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Task history in SQL", 1)[1].split("\n## ", 1)[0]
+    queries = [shlex.split(line)[3] for line in section.splitlines()
+               if line.startswith('python app.py sql "')]
+    assert len(queries) >= 6
+    outputs = []
+    for query in queries:
+        out = app(path, "sql", query)
+        assert out.returncode == 0, (query, out.stderr)
+        outputs.append(out.stdout)
+    assert any(digest in o and "副本/talk.mp3" in o for o in outputs)  # the duplicates query
+    assert any("Not audio." in o for o in outputs)  # failures today

@@ -4,6 +4,7 @@ imported with `python app.py models import`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -69,6 +70,8 @@ def test_drop_files_get_transcripts_history_and_archive(service: ServiceProcess,
         assert "-->" in stem.with_name(stem.name + ".srt").read_text(encoding="utf-8")
         assert (s.archive / rel).is_file() and not (s.inbox / rel).exists()
         assert row.source_state == "archived"
+        staged_bytes = (speech / "staged" / rel).read_bytes()
+        assert row.sha256 == hashlib.sha256(staged_bytes).hexdigest()  # names the archived file
     bad = by["broken.mp3"]
     assert bad.status == "failed" and bad.error_kind == "not_audio"
     assert (s.failed / "broken.mp3").is_file()
