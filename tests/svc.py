@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from service import db
 from service.config import load_settings
+from service.runner import heartbeat_path
 from service.tasks import TaskQueue
 from tests.conftest import write_settings
 from tests.speech import wait_for
@@ -30,6 +32,8 @@ def app(settings: Path, *args: str, timeout: float = 120) -> subprocess.Complete
 
 
 class ServiceProcess:
+    """`python app.py --settings <path>`, its console output in <settings folder>/service.out."""
+
     def __init__(self, settings_path: Path) -> None:
         self.settings_path = settings_path
         self.settings = load_settings(settings_path)
@@ -39,8 +43,15 @@ class ServiceProcess:
             [sys.executable, str(REPO / "app.py"), "--settings", str(settings_path)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd="/",
         )
-        wait_for(lambda: self.settings.sqlite_path.exists(), timeout=60)
+        self.worker_id = f"{socket.gethostname()}:{self.proc.pid}"  # scheduler.node_id()
+        if self.settings.sqlite_path is not None:  # a PostgreSQL database exists beforehand
+            wait_for(lambda: self.settings.sqlite_path.exists(), timeout=60)
         self.queue = TaskQueue(db.make_engine(self.settings.database_url))
+
+    def started(self) -> bool:
+        """Up and running: its first heartbeat is written (it dies → the test fails here)."""
+        assert self.proc.poll() is None, self.output()[-3000:]
+        return heartbeat_path(self.settings).is_file()
 
     def output(self) -> str:
         return (self.settings_path.parent / "service.out").read_text("utf-8", errors="replace")

@@ -12,9 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,8 +20,6 @@ import psutil
 import pytest
 
 from service import db
-from service.config import load_settings
-from service.runner import heartbeat_path
 from service.tables import COMPLETED, LOADING, PENDING, PROCESSING
 from service.tasks import TaskQueue
 from tests.conftest import write_settings
@@ -34,10 +29,10 @@ from tests.speech import (
     speak_wav,
     wait_for,
 )
+from tests.svc import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 LEASE_SECONDS = 6
 FORMATS = ("txt", "srt", "vtt", "json")
 SPEECH = {  # file → (what espeak-ng says, a word its transcript must contain)
@@ -50,60 +45,24 @@ SPEECH = {  # file → (what espeak-ng says, a word its transcript must contain)
 LONG_TEXT = " ".join(text for text, _ in SPEECH.values()) * 2
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory, tiny_en_checkpoint: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    shutil.copy(tiny_en_checkpoint, folder / "tiny.en.pt")
-    return folder
-
-
-class Node:
+def node(folder: Path, shared: Path, url: str, models: Path) -> ServiceProcess:
     """One service process: its own settings file and logs folder, shared everything else."""
-
-    def __init__(self, folder: Path, shared: Path, url: str, models: Path) -> None:
-        path = write_settings(folder, {
-            "paths": {"inbox": str(shared / "inbox"), "outbox": str(shared / "outbox"),
-                      "archive": str(shared / "archive"), "failed": str(shared / "failed"),
-                      "logs": str(folder / "logs")},
-            "database": {"url": url},
-            "models": {"dir": str(models), "default": "tiny.en", "allow_download": False,
-                       "keep_warm_seconds": 30},
-            "gpu": {"devices": "none"},
-            # Two nodes on one small test machine: one torch thread each. With torch's default
-            # (all cores) per node, 25 s of speech took 86 s instead of 13 s on a busy 2-core box.
-            "cpu": {"threads_per_task": 1},
-            "watcher": {"stable_seconds": 1, "rescan_seconds": 5},
-            "scheduler": {"interval_seconds": 0.5, "lease_seconds": LEASE_SECONDS,
-                          "backoff_seconds": 1, "progress_seconds": 0.5},
-            "http": {"enabled": False},
-        })
-        self.settings = load_settings(path)
-        self.out_path = folder / "service.out"
-        self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), "--settings", str(path)],
-            stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd="/",
-        )
-        self.worker_id = f"{socket.gethostname()}:{self.proc.pid}"  # scheduler.node_id()
-
-    def started(self) -> bool:
-        assert self.proc.poll() is None, self.output()[-3000:]
-        return heartbeat_path(self.settings).is_file()
-
-    def output(self) -> str:
-        return self.out_path.read_text("utf-8", errors="replace")
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-        return self.proc.returncode
+    return ServiceProcess(write_settings(folder, {
+        "paths": {"inbox": str(shared / "inbox"), "outbox": str(shared / "outbox"),
+                  "archive": str(shared / "archive"), "failed": str(shared / "failed"),
+                  "logs": str(folder / "logs")},
+        "database": {"url": url},
+        "models": {"dir": str(models), "default": "tiny.en", "allow_download": False,
+                   "keep_warm_seconds": 30},
+        "gpu": {"devices": "none"},
+        # Two nodes on one small test machine: one torch thread each. With torch's default
+        # (all cores) per node, 25 s of speech took 86 s instead of 13 s on a busy 2-core box.
+        "cpu": {"threads_per_task": 1},
+        "watcher": {"stable_seconds": 1, "rescan_seconds": 5},
+        "scheduler": {"interval_seconds": 0.5, "lease_seconds": LEASE_SECONDS,
+                      "backoff_seconds": 1, "progress_seconds": 0.5},
+        "http": {"enabled": False},
+    }))
 
 
 def drop(staged: Path, inbox: Path, rel: str) -> None:
@@ -124,12 +83,12 @@ def outputs_for(*rels: str) -> list[str]:
 
 
 def test_two_nodes_share_one_queue_and_survive_a_killed_node(
-    tmp_path: Path, pg_url: str, models: Path
+    tmp_path: Path, pg_url: str, models_dir: Path
 ) -> None:
     if not espeak_available():
         pytest.skip("needs espeak-ng")
     shared = tmp_path / "shared"
-    nodes = [Node(tmp_path / name, shared, pg_url, models) for name in ("node1", "node2")]
+    nodes = [node(tmp_path / name, shared, pg_url, models_dir) for name in ("node1", "node2")]
     queue = TaskQueue(db.make_engine(pg_url))
     try:
         wait_for(lambda: all(n.started() for n in nodes), timeout=90)
