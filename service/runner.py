@@ -50,6 +50,7 @@ class Service:
         self.queue: TaskQueue | None = None
         self.scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
+        self._closing = threading.Event()
         self._started_at = datetime.now()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -90,6 +91,8 @@ class Service:
                       next_run_time=datetime.now(), **common)
         sched.start()
         self.scheduler = sched
+        self._waker = threading.Thread(target=self._wake_loop, daemon=True, name="dispatch-wake")
+        self._waker.start()
         mode = "CPU" if self.backend is None else f"{len(self.backend.devices())} GPU(s)"
         log.info("DropScribe started (%s, worker id %s); inbox %s", mode, self.worker_id, cfg.inbox)
         if cfg.http.enabled:  # /health, /metrics and the status page; never fatal
@@ -121,6 +124,19 @@ class Service:
         except Exception:  # noqa: BLE001 - the service keeps running; the next tick retries
             log.exception("dispatch tick failed")
 
+    def _wake_loop(self) -> None:
+        """Tick as soon as a worker reports or exits, not at the next interval: after a short
+        file the next one would otherwise wait up to `scheduler.interval_seconds` to start."""
+        interval = self.settings.scheduler.interval_seconds
+        while not self._closing.is_set():
+            try:
+                if self.dispatcher.wait_for_workers(interval) and not self._closing.is_set():
+                    self.dispatcher.tick()
+                    time.sleep(0.01)  # a worker mid-exit may look ready for a moment: no spin
+            except Exception:  # noqa: BLE001 - the periodic tick still runs; keep waking
+                log.exception("dispatch wake-up failed")
+                time.sleep(interval)
+
     def _maintain(self) -> None:
         try:
             self.watcher.ensure_alive()
@@ -151,9 +167,14 @@ class Service:
         web, self.web = getattr(self, "web", None), None
         if web is not None:
             web.stop()
+        self._closing.set()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
+        waker = getattr(self, "_waker", None)
+        if waker is not None:
+            self.dispatcher.wake()
+            waker.join(timeout=10)
         if hasattr(self, "watcher"):
             self.watcher.stop()
         if hasattr(self, "dispatcher"):

@@ -3,7 +3,9 @@
 Its `tick()` runs as a short APScheduler job and never blocks: it reads worker messages,
 notices dead workers, renews leases, claims tasks that fit (CPU slots or the VRAM pool) and
 keeps `prestart_workers` spare worker processes ready (their imports done) so a task does not
-wait ~1.5 s for Python, torch and whisper to start.
+wait ~1.5 s for Python, torch and whisper to start. Between ticks, `wait_for_workers()` lets
+the runner tick the moment a worker reports or exits, so the next file starts at once instead
+of up to `interval_seconds` later.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import PurePosixPath
 
 from . import outputs
@@ -117,6 +119,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._last_renew = 0.0
         self._stopping = False
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)  # see wake()
 
     # ---- the job -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -130,6 +133,32 @@ class Dispatcher:
                 self._prestart()
         finally:
             self._lock.release()
+
+    def wait_for_workers(self, timeout: float) -> bool:
+        """Block until a running worker sends a message or a finished one exits (True), or
+        until `timeout` or wake() (False). Called from the runner's own thread; tick() then
+        does the work, under its lock."""
+        watched: list = [self._wake_r]
+        for run in list(self.running.values()):
+            watched += [run.proc.conn, run.proc.process.sentinel]
+        watched += [proc.process.sentinel for proc, _ in list(self._exiting)]
+        watched += [w.proc.process.sentinel for w in list(self._warm)]
+        try:
+            ready = wait(watched, timeout)
+        except (OSError, ValueError):  # tick() closed a pipe meanwhile: something changed
+            return True
+        if self._wake_r in ready:
+            while self._wake_r.poll():
+                self._wake_r.recv_bytes()
+            ready.remove(self._wake_r)
+        return bool(ready)
+
+    def wake(self) -> None:
+        """Make wait_for_workers() look again: a worker started, or the service is stopping."""
+        try:
+            self._wake_w.send_bytes(b"")
+        except OSError:
+            pass
 
     # ---- starting work ----------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -255,6 +284,7 @@ class Dispatcher:
             self.queue.requeue(task.id, self.worker_id, "worker failed to start")
             return
         self.running[task.id] = Running(task, proc, gpu, estimate_mb, expected_end)
+        self.wake()
         log.info("task %s loading %s on %s: %s", task.id, task.model, task.device, task.source)
 
     def _spawn(self) -> _Proc:

@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import shutil
+from datetime import datetime, timezone
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -124,3 +126,38 @@ def test_missing_model_fails_with_instructions_and_does_not_spin(
     assert "small.pt" in row.error_message and "models import" in row.error_message
     report = (svc.settings.outbox / "small" / "x.error.txt").read_text(encoding="utf-8")
     assert "small.pt" in report
+
+
+def test_next_file_starts_when_a_worker_finishes_not_at_the_next_tick(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """With ticks 20 s apart, files still follow each other at once: the runner wakes when a
+    worker reports or exits (Dispatcher.wait_for_workers)."""
+    interval = 20.0
+    svc = ServiceProcess(service_settings(
+        tmp_path, models_dir, scheduler={"interval_seconds": interval},
+        cpu={"max_concurrent_tasks": 1},
+    ))
+    try:
+        for i, text in enumerate(SENTENCES.values()):
+            speak_wav(text, tmp_path / f"{i}.wav")
+            shutil.copy(tmp_path / f"{i}.wav", svc.settings.inbox / f"{i}.wav")
+
+        def done() -> list:
+            rows = svc.tasks()
+            return rows if len(rows) == 4 and all(r.status == "completed" for r in rows) else []
+
+        rows = wait_for(done, timeout=240, interval=0.5)
+    finally:
+        assert svc.stop() == 0, svc.output()[-3000:]
+    rows.sort(key=lambda r: r.claimed_at)
+
+    def written(row) -> datetime:  # noqa: ANN001 - when its worker wrote the last transcript
+        mtime = max(Path(p).stat().st_mtime for p in row.outputs)
+        return datetime.fromtimestamp(mtime, timezone.utc).replace(tzinfo=None)
+
+    # from the moment the next file could start (the previous is done and it is queued)
+    gaps = [(b.claimed_at - max(written(a), b.created_at)).total_seconds()
+            for a, b in pairwise(rows)]
+    print(f"seconds from 'could start' to claimed, per file: {gaps}")
+    assert max(gaps) < interval / 4, gaps  # measured < 0.1 s; a tick-driven start waits ~20 s
