@@ -1,4 +1,4 @@
-"""What happens to the source file once its task is settled.
+"""What happens to the source file once its task is settled (and to a dead attempt's debris).
 
 completed → the source moves to archive/<relative path>.
 failed    → outbox/<relative folder>/<stem>.error.txt explains why in plain words, and the source
@@ -53,12 +53,22 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
             log.error("task %s: could not write the error report: %s", task.id, err)
 
 
+def discard_partial(settings: Settings, task: Task) -> None:
+    """An attempt died mid-write (killed, crashed, timed out, cancelled, its node gone): remove
+    the half-written temp files of its outputs. Finished transcripts stay untouched."""
+    try:
+        out_dir = outputs.output_dir_for(settings.outbox, PurePosixPath(task.source))
+        outputs.remove_partial(out_dir, task.output_stem)
+    except (OSError, ValueError) as err:
+        log.warning("task %s: could not check for partial outputs: %s", task.id, err)
+
+
 def _report(settings: Settings, task: Task) -> None:
     rel = PurePosixPath(task.source)
     out_dir = outputs.output_dir_for(settings.outbox, rel)
     outputs.write_error_report(
         out_dir,
-        rel.stem,
+        task.output_stem,
         source_name=task.source,
         message=task.error_message or "unknown error",
         moved_to=settings.failed / rel.parent / rel.name,

@@ -356,6 +356,52 @@ def write_error_report(
     return final
 
 
+# --- one set of names per task ---------------------------------------------------------------
+
+
+def free_stem(out_dir: Path, stem: str, taken: set[str] = frozenset()) -> str:
+    """``stem``, or ``stem (2)``, ``stem (3)`` … when another file's transcripts already use it.
+
+    ``talk.mp3`` and ``talk.wav`` in one folder, or the same recorder name dropped again next
+    week, must not overwrite each other's transcripts. ``taken`` are stems other running tasks
+    have been given but not written yet. An ``.error.txt`` alone does not take a name: after a
+    failure the user fixes the file and drops it again, and its transcript belongs there.
+    """
+    _check_stem(stem)
+    for n in range(1, 10_000):
+        candidate = stem if n == 1 else f"{stem} ({n})"
+        if candidate not in taken and not any(
+            (Path(out_dir) / f"{candidate}.{fmt}").exists() for fmt in OUTPUT_FORMATS
+        ):
+            return candidate
+    raise FileExistsError(f"no free output name for {stem!r} in {out_dir}")
+
+
+def remove_partial(out_dir: Path, stem: str) -> int:
+    """Delete the temp files a killed worker left while writing ``<stem>.*``; returns how many.
+
+    Only our temp names for this stem's outputs (every format and the error report) match, so
+    finished transcripts and other tasks' files are never touched.
+    """
+    finals = [f"{stem}.{fmt}" for fmt in (*OUTPUT_FORMATS, "error.txt")]
+    prefixes = {_temp_path(Path(), final).name[:-len("000000000000.tmp")] for final in finals}
+    removed = 0
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return 0
+    for name in names:
+        if is_temp_name(name) and name[:-len("000000000000.tmp")] in prefixes:
+            try:
+                os.unlink(Path(out_dir) / name)
+            except OSError as exc:
+                log.warning("could not remove partial output %s: %s", name, exc)
+                continue
+            removed += 1
+            log.info("removed partial output %s", Path(out_dir) / name)
+    return removed
+
+
 # --- crash leftovers ------------------------------------------------------------------------
 
 
@@ -395,8 +441,10 @@ def remove_temp_leftovers(out_dir_root: Path, max_age_minutes: float = 60.0) -> 
 __all__ = [
     "OUTPUT_FORMATS",
     "UnsafePathError",
+    "free_stem",
     "is_temp_name",
     "output_dir_for",
+    "remove_partial",
     "remove_temp_leftovers",
     "write_error_report",
     "write_transcripts",

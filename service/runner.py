@@ -66,6 +66,7 @@ class Service:
         )
         for task in recovered:
             log.warning("task %s recovered after an unclean stop -> %s", task.id, task.status)
+            outcome.discard_partial(cfg, task)
         for task in self.queue.unsettled():  # includes failed tasks just recovered above
             outcome.settle(cfg, self.queue, task)
         self.calibration = Calibration(
@@ -143,6 +144,7 @@ class Service:
             assert self.queue is not None
             for task in self.queue.reap_expired(self.settings.scheduler.backoff_seconds):
                 log.warning("task %s lease expired -> %s", task.id, task.status)
+                outcome.discard_partial(self.settings, task)
                 if task.status == "failed":
                     self._settled(task)
             self._heartbeat()

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
-from . import outputs
+from . import outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
@@ -230,9 +230,20 @@ class Dispatcher:
             if r.gpu is not None
         ]
 
+    def _output_stem(self, task: Task, out_dir: Path) -> str:
+        """The task's transcript name: fixed at its first start, free of other files' names."""
+        if "output_stem" not in (task.options or {}):
+            taken = {r.task.output_stem for r in self.running.values()
+                     if PurePosixPath(r.task.source).parent == PurePosixPath(task.source).parent}
+            stem = outputs.free_stem(out_dir, PurePosixPath(task.source).stem, taken)
+            task.options = {**(task.options or {}), "output_stem": stem}
+            self.queue.update_fields(task.id, options=task.options)
+        return task.output_stem
+
     def _job(self, task: Task, gpu: int | None) -> Job:
         cfg = self.settings
         rel = PurePosixPath(task.source)
+        out_dir = outputs.output_dir_for(cfg.outbox, rel)
         formats = task.options.get("output_formats") or cfg.transcribe.output_formats
         threads = cfg.cpu.threads_per_task or max(
             1, (os.cpu_count() or 1) // cfg.cpu.max_concurrent_tasks
@@ -245,8 +256,8 @@ class Dispatcher:
             model=task.model,
             models_dir=str(cfg.models_dir),
             allow_download=cfg.models.allow_download,
-            out_dir=str(outputs.output_dir_for(cfg.outbox, rel)),
-            stem=rel.stem,
+            out_dir=str(out_dir),
+            stem=self._output_stem(task, out_dir),
             formats=tuple(formats),
             language=task.language,
             task=task.task,
@@ -327,6 +338,7 @@ class Dispatcher:
             self.running.pop(task_id, None)
             if not run.done:
                 run.proc.process.join(timeout=1)
+                outcome.discard_partial(self.settings, run.task)
                 code = run.proc.process.exitcode
                 self._failed(
                     task_id, "worker_crashed",
@@ -366,6 +378,7 @@ class Dispatcher:
         run.done = True
         run.proc.process.kill()
         run.proc.process.join(timeout=5)
+        outcome.discard_partial(self.settings, run.task)
         self._release(task_id)
         return run
 

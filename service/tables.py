@@ -6,6 +6,7 @@ Named tables.py, not models.py: in this project "model" means a Whisper model.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import PurePosixPath
 
 from sqlalchemy import (
     JSON,
@@ -77,6 +78,12 @@ class Task(Base):
     source_state: Mapped[str] = mapped_column(String(20), default="inbox")
     error_kind: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def output_stem(self) -> str:
+        """Its transcripts' file name without extension: given at the first claim (a free
+        name: see outputs.free_stem) and kept in options, so retries rewrite the same files."""
+        return (self.options or {}).get("output_stem") or PurePosixPath(self.source).stem
 
     __table_args__ = (
         Index("ix_tasks_pick", "status", "priority", "created_at"),

@@ -371,3 +371,30 @@ def test_remove_temp_leftovers_removes_only_our_old_temps(tmp_path: Path) -> Non
     assert ours_young.exists() and all(p.exists() for p in others)
     assert remove_temp_leftovers(tmp_path, max_age_minutes=0) == 1
     assert all(p.exists() for p in others)
+
+
+def test_free_stem_never_reuses_another_files_transcript_name(tmp_path: Path) -> None:
+    assert outputs.free_stem(tmp_path, "会议") == "会议"
+    write_transcripts(make_result(), tmp_path, "会议", ["json"], {})
+    assert outputs.free_stem(tmp_path, "会议") == "会议 (2)"
+    assert outputs.free_stem(tmp_path, "会议", taken={"会议 (2)"}) == "会议 (3)"
+    write_error_report(tmp_path, "坏", source_name="坏.mp3", message="m", moved_to=tmp_path,
+                       attempts=1, when=datetime.now(timezone.utc))
+    assert outputs.free_stem(tmp_path, "坏") == "坏"  # a fixed file dropped again takes its place
+    with pytest.raises(UnsafePathError):
+        outputs.free_stem(tmp_path, "..")
+
+
+def test_remove_partial_removes_only_this_stems_temps(tmp_path: Path) -> None:
+    write_transcripts(make_result(), tmp_path, "talk", ["txt"], {})
+    mine = [outputs._temp_path(tmp_path, f"talk.{fmt}") for fmt in ("txt", "json", "error.txt")]
+    mine.append(outputs._temp_path(tmp_path, "t" * 300 + ".srt"))  # hashed long name
+    others = [outputs._temp_path(tmp_path, "talk 1.txt"), outputs._temp_path(tmp_path, "talk.x"),
+              tmp_path / ".talk.txt.notours.tmp"]
+    for p in [*mine, *others]:
+        p.write_text("partial", encoding="utf-8")
+    assert outputs.remove_partial(tmp_path, "talk") == 3
+    assert outputs.remove_partial(tmp_path, "t" * 300) == 1
+    assert not any(p.exists() for p in mine)
+    assert all(p.exists() for p in others) and (tmp_path / "talk.txt").is_file()
+    assert outputs.remove_partial(tmp_path / "missing", "talk") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
-from service import db, outcome
+from service import db, outcome, outputs
 from service.clock import SystemClock
 from service.config import load_settings
 from service.gpu import SimulatedBackend
@@ -214,7 +215,31 @@ def test_cancel_stops_the_running_worker(harness_factory) -> None:
                             model="tiny.en", audio_seconds=len(long) / rate))
     _until(h, lambda: h.queue.get(1).status == "processing", 60)
     pid = h.dispatcher.running[1].proc.process.pid
+    # what a worker killed while writing leaves behind (its temp names are random)
+    partial = outputs._temp_path(h.settings.outbox, "long.srt")
+    partial.write_text("1\n00:00:00,000 --> ", encoding="utf-8")
     h.queue.cancel(1)  # what `python app.py cancel 1` does
     _until(h, lambda: not h.dispatcher.running, 15)
     assert not psutil.pid_exists(pid) and h.queue.get(1).status == "cancelled"
     assert (h.settings.inbox / "long.wav").is_file()
+    assert not partial.exists()
+
+
+def test_files_with_the_same_name_keep_their_own_transcripts(harness_factory) -> None:
+    """talk.wav and talk.mp3 in one folder, then talk.wav again after it was archived."""
+    h = harness_factory(None)
+    h.add("team/talk.wav", 1.0)
+    h.add("team/talk.mp3", 1.5)
+    h.run_until_idle(120)
+    assert (h.settings.archive / "team/talk.wav").is_file()
+    h.add("team/talk.wav", 2.0)  # the same name again, other content
+    h.run_until_idle(120)
+    rows = h.queue.list()
+    assert [r.status for r in rows] == ["completed"] * 3
+    stems = {r.id: r.output_stem for r in rows}
+    assert sorted(stems.values()) == ["talk", "talk (2)", "talk (3)"]
+    for row in rows:
+        meta = json.loads((h.settings.outbox / "team" / f"{row.output_stem}.json")
+                          .read_text(encoding="utf-8"))
+        assert meta["source"] == row.source
+        assert abs(meta["audio_seconds"] - row.audio_seconds) < 0.01  # its own audio
