@@ -123,3 +123,14 @@ def test_status_shows_vram_estimate_against_measured(env) -> None:
     data = json.loads(app(path, "status", "--json").stdout)
     [est] = data["vram_estimates"]
     assert est["samples"] == 3 and 3323 <= est["estimate_mb"] < 12288
+
+
+def test_app_py_imports_nothing_when_a_worker_reruns_it() -> None:
+    """multiprocessing re-runs the main script in every worker (as __mp_main__): app.py must
+    not import the service there, or each task pays ~0.6 s before its model starts loading."""
+    code = ("import runpy, sys; runpy.run_path('app.py', run_name='__mp_main__'); "
+            "print([m for m in ('service.cli', 'sqlalchemy', 'pydantic', 'apscheduler', "
+            "'watchdog', 'av') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
