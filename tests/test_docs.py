@@ -8,9 +8,8 @@ import shlex
 from pathlib import Path
 
 from service import db
-from service.config import load_settings
 from service.tasks import NewTask, TaskQueue
-from tests.conftest import write_settings
+from tests.conftest import BOTH_BACKENDS, write_settings
 from tests.svc import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +43,17 @@ def test_chinese_readme_sits_beside_the_english_one() -> None:
         assert cmd in zh
 
 
-def test_readme_sql_queries_run(tmp_path: Path) -> None:
-    """Every `python app.py sql "…"` in the README works on a real history, as printed."""
-    path = write_settings(tmp_path, {})
-    s = load_settings(path)
-    db.migrate(s.database_url)
-    q = TaskQueue(db.make_engine(s.database_url))
+# What the README says to write on PostgreSQL instead
+POSTGRES_SPELLING = {"date('now')": "current_date", "date(finished_at)": "finished_at::date",
+                     "group_concat(source)": "string_agg(source, ', ')"}
+
+
+@BOTH_BACKENDS
+def test_readme_sql_queries_run(tmp_path: Path, db_url: str) -> None:
+    """Every `python app.py sql "…"` in the README works on a real history: as printed on
+    SQLite, with the README's stated replacements on PostgreSQL."""
+    path = write_settings(tmp_path / "cfg", {"database": {"url": db_url}})
+    q = TaskQueue(db.make_engine(db_url))
     digest = "ab" * 32
     for i, name in enumerate(["talk.mp3", "副本/talk.mp3"]):
         tid = q.enqueue(NewTask(source=name, size=1, mtime_ns=1, model="tiny.en",
@@ -66,6 +70,14 @@ def test_readme_sql_queries_run(tmp_path: Path) -> None:
     queries = [shlex.split(line)[3] for line in section.splitlines()
                if line.startswith('python app.py sql "')]
     assert len(queries) >= 6
+    if db_url.startswith("postgresql"):
+        assert all(f"`{old}`" in section and f"`{new}`" in section
+                   for old, new in POSTGRES_SPELLING.items())
+        assert "`round((…)::numeric, 2)`" in section
+        for old, new in POSTGRES_SPELLING.items():
+            queries = [query.replace(old, new) for query in queries]
+        queries = [re.sub(r"round\((.+?), (\d)\)", r"round((\1)::numeric, \2)", query)
+                   for query in queries]
     outputs = []
     for query in queries:
         out = app(path, "sql", query)
