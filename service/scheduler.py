@@ -233,8 +233,9 @@ class Dispatcher:
     def _output_stem(self, task: Task, out_dir: Path) -> str:
         """The task's transcript name: fixed at its first start, free of other files' names."""
         if "output_stem" not in (task.options or {}):
-            taken = {r.task.output_stem for r in self.running.values()
-                     if PurePosixPath(r.task.source).parent == PurePosixPath(task.source).parent}
+            folder = PurePosixPath(task.source).parent  # names given to running tasks, any node
+            taken = {t.output_stem for t in self.queue.active()
+                     if t.id != task.id and PurePosixPath(t.source).parent == folder}
             stem = outputs.free_stem(out_dir, PurePosixPath(task.source).stem, taken)
             task.options = {**(task.options or {}), "output_stem": stem}
             self.queue.update_fields(task.id, options=task.options)

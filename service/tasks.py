@@ -413,6 +413,13 @@ class TaskQueue:
             s.expunge_all()
             return rows
 
+    def active(self) -> list[Task]:
+        """Tasks being worked on now, by any node sharing this database."""
+        with self._sessions() as s:
+            rows = list(s.scalars(select(Task).where(Task.status.in_(ACTIVE_STATES))))
+            s.expunge_all()
+            return rows
+
     def events(self, task_id: int) -> list[TaskEvent]:
         with self._sessions() as s:
             stmt = select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)

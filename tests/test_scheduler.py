@@ -243,3 +243,17 @@ def test_files_with_the_same_name_keep_their_own_transcripts(harness_factory) ->
                           .read_text(encoding="utf-8"))
         assert meta["source"] == row.source
         assert abs(meta["audio_seconds"] - row.audio_seconds) < 0.01  # its own audio
+
+
+def test_a_name_given_to_another_nodes_running_task_is_not_reused(harness_factory) -> None:
+    """Another node (same database) runs team/talk.wav and has not written talk.txt yet."""
+    h = harness_factory(None)
+    h.add("team/talk.wav", 1.0)
+    other = h.queue.claim(1, "other-host:7", 600)
+    h.queue.update_fields(1, options={**other.options, "output_stem": "talk"})
+    h.add("team/talk.mp3", 1.0)
+    h.run_until_idle(120)
+    mine = h.queue.get(2)
+    assert mine.status == "completed" and mine.output_stem == "talk (2)"
+    assert (h.settings.outbox / "team" / "talk (2).txt").is_file()
+    assert not (h.settings.outbox / "team" / "talk.txt").exists()  # left to the other node

@@ -136,6 +136,16 @@ def test_cancel_and_retry(queue: TaskQueue) -> None:
     assert queue.retry(t.id).status == PENDING
 
 
+def test_active_lists_what_any_node_is_working_on(queue: TaskQueue) -> None:
+    a, b, c = (queue.enqueue(new(f"{n}.mp3")).id for n in "abc")
+    queue.claim(a, "node1:1", 60)
+    queue.claim(b, "node2:1", 60)
+    queue.start_processing(b, "node2:1", 0.1)
+    queue.claim(c, "node1:1", 60)
+    queue.fail(c, "node1:1", "error", "x", retryable=False, backoff_seconds=0)
+    assert sorted((t.id, t.status) for t in queue.active()) == [(a, LOADING), (b, PROCESSING)]
+
+
 def test_rejected_file_is_recorded_as_failed(queue: TaskQueue) -> None:
     t = queue.enqueue(new("x.mp3"), failed=("not_audio", "This is not audio."))
     assert t.status == FAILED and t.error_message == "This is not audio."
