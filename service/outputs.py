@@ -114,12 +114,19 @@ def _check_stem(stem: str) -> None:
 # --- atomic file writing --------------------------------------------------------------------
 
 
+_TEMP_TAIL = len("0123456789ab.tmp")  # what follows the prefix: 12 random hex digits, ".tmp"
+
+
+def _temp_prefix(final_name: str) -> str:
+    """``.<final name>.``, or ``.<hash of it>.`` where the whole temp name would be too long."""
+    prefix = f".{final_name}."
+    if len(prefix.encode("utf-8")) + _TEMP_TAIL > _MAX_NAME_BYTES:
+        prefix = f".{hashlib.sha1(final_name.encode('utf-8')).hexdigest()[:16]}."
+    return prefix
+
+
 def _temp_path(out_dir: Path, final_name: str) -> Path:
-    name = f".{final_name}.{secrets.token_hex(6)}.tmp"
-    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-        digest = hashlib.sha1(final_name.encode("utf-8")).hexdigest()[:16]
-        name = f".{digest}.{secrets.token_hex(6)}.tmp"
-    return out_dir / name
+    return out_dir / f"{_temp_prefix(final_name)}{secrets.token_hex(6)}.tmp"
 
 
 def _write_temp(out_dir: Path, final_name: str, render: Callable[[TextIO], None]) -> Path:
@@ -383,15 +390,14 @@ def remove_partial(out_dir: Path, stem: str) -> int:
     Only our temp names for this stem's outputs (every format and the error report) match, so
     finished transcripts and other tasks' files are never touched.
     """
-    finals = [f"{stem}.{fmt}" for fmt in (*OUTPUT_FORMATS, "error.txt")]
-    prefixes = {_temp_path(Path(), final).name[:-len("000000000000.tmp")] for final in finals}
+    prefixes = {_temp_prefix(f"{stem}.{fmt}") for fmt in (*OUTPUT_FORMATS, "error.txt")}
     removed = 0
     try:
         names = os.listdir(out_dir)
     except OSError:
         return 0
     for name in names:
-        if is_temp_name(name) and name[:-len("000000000000.tmp")] in prefixes:
+        if is_temp_name(name) and name[:-_TEMP_TAIL] in prefixes:
             try:
                 os.unlink(Path(out_dir) / name)
             except OSError as exc:
