@@ -47,8 +47,9 @@ class Job:
     keep_warm_seconds: float = 0.0
 
 
-def _watch_parent() -> None:
-    """Exit when the parent dies (even by kill -9): no orphan holds GPU memory."""
+def exit_with_parent() -> None:
+    """Exit when the parent dies (even by kill -9): no orphan holds GPU memory.
+    (bench/gpu_probe.py's measuring children use it too.)"""
     parent = multiprocessing.parent_process()
     if parent is None:
         return
@@ -67,7 +68,7 @@ def _is_oom(err: BaseException) -> bool:
 
 def main(conn: Connection) -> None:
     """Entry point of a spawned worker process."""
-    _watch_parent()
+    exit_with_parent()
     # Ctrl-C reaches the whole process group; the parent decides what happens to its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
@@ -204,15 +205,11 @@ class _Sha256:
         self._thread.start()
 
     def _run(self, path: Path) -> None:
-        h = hashlib.sha256()
         try:
             with path.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+                self._hex = hashlib.file_digest(f, "sha256").hexdigest()
         except OSError as err:
             log.warning("could not hash %s: %s", path, err)
-            return
-        self._hex = h.hexdigest()
 
     def result(self) -> str | None:
         self._thread.join()
