@@ -64,6 +64,7 @@ if str(REPO) not in sys.path:
 # most of the service's dependencies (pydantic, PyAV, SQLAlchemy).
 from service import catalog, engine  # noqa: E402  (importing these touches neither torch nor CUDA)
 from service.gpu import NvmlBackend  # noqa: E402
+from service.worker import exit_with_parent  # noqa: E402  (stdlib only at import)
 
 if TYPE_CHECKING:
     import torch
@@ -223,7 +224,7 @@ def _checkpoint_key(name: str, seed: int) -> str:
 def _build_checkpoints_child(conn: Connection, names: list[str], models_dir: str,
                              seed: int) -> None:
     """Spawned child: builds the files, so the parent never holds gigabytes of weights."""
-    _exit_with_parent()
+    exit_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s build %(message)s")
     try:
         for name in names:
@@ -425,17 +426,9 @@ def measure(spec: ChildSpec, barrier: Any = None) -> dict[str, Any]:
     return rec
 
 
-def _exit_with_parent() -> None:
-    """Exit when the parent dies (a run killed at its time limit): no orphan keeps VRAM."""
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=lambda: (wait([parent.sentinel]), os._exit(3)),
-                         name="parent-watch", daemon=True).start()
-
-
 def _child_main(conn: Connection, spec: ChildSpec, barrier: Any = None) -> None:
     """Entry point of a spawned measuring child: one report, then exit at once (like the worker)."""
-    _exit_with_parent()
+    exit_with_parent()
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s {spec.role} {spec.model} %(process)d %(message)s")
     try:
