@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,23 @@ pytest_plugins = ["tests.fixtures_models", "tests.pg", "tests.svc"]
 # tests on SQLite and on a real PostgreSQL (tests/pg.py; skipped where it is not installed).
 BACKENDS = ["sqlite", "postgresql"]
 BOTH_BACKENDS = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
+
+
+def run_together(target: Callable, args: Sequence[tuple], timeout: float = 120) -> list:
+    """Races between nodes: one spawned process per `args` tuple, called as
+    target(*args, go, out); each does its set-up, waits for `go` (set once all are started) and
+    puts one result on `out`. Returns the results; fails if a process does not exit cleanly."""
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, go, out)) for a in args]
+    for p in procs:
+        p.start()
+    go.set()
+    results = [out.get(timeout=timeout) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    return results
 
 
 def write_settings(folder: Path, data: dict) -> Path:

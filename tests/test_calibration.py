@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 
 from service import db
 from service.calibration import Calibration
 from service.clock import SystemClock
-from service.tasks import MAX_RESOURCE_RETRIES, NewTask
-from tests.conftest import BOTH_BACKENDS
+from tests.conftest import BOTH_BACKENDS, run_together
 
 
 def make(db_url: str, clock) -> Calibration:  # noqa: ANN001
@@ -49,41 +47,19 @@ def test_out_of_memory_raises_the_estimate_above_measurements(db_url: str, clock
     assert make(db_url, clock).estimate_mb("H100", "small") == after
 
 
-def test_repeated_oom_requeues_without_attempts_then_stops(queue, clock) -> None:  # noqa: ANN001
-    t = queue.enqueue(NewTask(source="big.mp3", size=1, mtime_ns=1, model="large-v3",
-                              max_attempts=2))
-    outcomes = []
-    for _ in range(MAX_RESOURCE_RETRIES + 3):
-        clock.advance(3600)
-        if queue.claim(t.id, "h:1", 60) is None:
-            break
-        row = queue.fail(t.id, "h:1", "out_of_memory", "oom", retryable=True,
-                         backoff_seconds=30, resource=True)
-        outcomes.append((row.status, row.attempts))
-    assert outcomes[:MAX_RESOURCE_RETRIES] == [("pending", 0)] * MAX_RESOURCE_RETRIES
-    assert outcomes[-1][0] == "failed" and len(outcomes) <= MAX_RESOURCE_RETRIES + 2
-
-
-def _record_many(db_url: str, name: str, n: int, go) -> None:  # noqa: ANN001
+def _record_many(db_url: str, n: int, go, out) -> None:  # noqa: ANN001
     cal = Calibration(db.make_engine(db_url), SystemClock(), window=1000)
     go.wait()
     for i in range(n):
         cal.record("H100", "turbo", "fp16", peak_mb=1000 + i)
+    out.put(n)
 
 
 @BOTH_BACKENDS
 def test_nodes_recording_at_once_keep_every_sample(db_url: str, clock) -> None:  # noqa: ANN001
     """Several nodes share one database: no sample may be lost to a read-modify-write race,
     including the race to insert the first row."""
-    ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
-    procs = [ctx.Process(target=_record_many, args=(db_url, f"n{i}", 15, go)) for i in range(4)]
-    for p in procs:
-        p.start()
-    go.set()
-    for p in procs:
-        p.join(timeout=120)
-        assert p.exitcode == 0
+    assert run_together(_record_many, [(db_url, 15)] * 4) == [15] * 4
     cal = Calibration(db.make_engine(db_url), clock, window=1000)
     [row] = cal.table()
     assert row["samples"] == 4 * 15

@@ -3,7 +3,6 @@ PostgreSQL, plus its views, its read-only `sql` and nodes that migrate at the sa
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from service import cli, db
 from service.clock import ManualClock
 from service.tables import COMPLETED, Base
 from service.tasks import NewTask, TaskQueue
-from tests.conftest import write_settings
+from tests.conftest import run_together, write_settings
 
 
 def test_upgrade_and_downgrade(tmp_path: Path) -> None:
@@ -86,15 +85,7 @@ def _migrate(url: str, go, out) -> None:  # noqa: ANN001
 
 def test_nodes_starting_together_migrate_one_at_a_time(pg_url: str) -> None:
     """Without the advisory lock 2 of 4 failed: 'relation "alembic_version" already exists'."""
-    ctx = multiprocessing.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_migrate, args=(pg_url, go, out)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    go.set()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    results = run_together(_migrate, [(pg_url,)] * 4)
     assert results == ["ok"] * 4
 
 
