@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,18 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
     path = url.split("///", 1)[1].partition("?")[0] if "///" in url else ""
     if readonly and path and path != ":memory:":
         # A URI connection in read-only mode: `sql` can never write, whatever the query.
+        # QueuePool, not the SingletonThreadPool SQLAlchemy picks for "sqlite://": that one
+        # closes a connection another HTTP request thread is still using (segfault with two
+        # concurrent clients). A queue pool hands each connection to one thread at a time.
         uri = Path(path).resolve().as_uri() + "?mode=ro"
         engine = create_engine(
             "sqlite://",
             creator=lambda: sqlite3.connect(
                 uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
             ),
+            poolclass=QueuePool,
+            pool_size=4,
+            max_overflow=12,
         )
     else:
         if path and path != ":memory:":

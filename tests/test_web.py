@@ -333,3 +333,48 @@ def test_service_process_reports_its_port_in_the_heartbeat(tmp_path: Path) -> No
         log.close()
     assert code == 0, (tmp_path / "service.out").read_text("utf-8", errors="replace")[-3000:]
     assert free(p), f"port {p} still taken after the service stopped"
+
+
+@pytest.mark.slow
+def test_many_concurrent_clients_while_tasks_run(tmp_path: Path, models_dir: Path) -> None:
+    """Prometheus plus a few browser tabs: 8 clients at once on every route while real files are
+    transcribed. The read-only engine once used SQLAlchemy's SingletonThreadPool, which closed
+    connections other request threads still used: the service segfaulted with 2 clients."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.speech import speak_wav
+    from tests.svc import ServiceProcess, service_settings
+
+    svc = ServiceProcess(service_settings(tmp_path, models_dir))
+    try:
+        def port() -> int | None:
+            if not svc.started():
+                return None
+            return json.loads(heartbeat_path(svc.settings).read_text("utf-8")).get("http_port")
+
+        url = f"http://127.0.0.1:{wait_for(port, timeout=60)}"
+        for i in range(3):
+            speak_wav(f"Meeting number {i} starts at nine.", svc.settings.inbox / f"m{i}.wav")
+
+        def client(n: int) -> list:
+            codes = []
+            for k in range(200):
+                try:
+                    codes.append(get(url + ("/", "/metrics", "/health")[(n + k) % 3])[0])
+                except OSError as err:  # connection reset: the service died
+                    codes.append(repr(err))
+                    break
+                if k >= 20 and all(t.status == "completed" for t in svc.tasks()) \
+                        and len(svc.tasks()) == 3:
+                    break
+            return codes
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(client, range(8)))
+        assert svc.proc.poll() is None, svc.output()[-3000:]
+        codes = [c for r in results for c in r]
+        assert len(codes) >= 8 * 20 and set(codes) == {200}, sorted(set(codes))
+        wait_for(lambda: [t.status for t in svc.tasks()] == ["completed"] * 3, timeout=300)
+    finally:
+        code = svc.stop()
+    assert code == 0, svc.output()[-3000:]
