@@ -27,6 +27,28 @@ OFFICIAL: dict[str, tuple[int, int]] = {
 }
 
 
+# openai-whisper's language codes (whisper.tokenizer.LANGUAGES, in its order; tests check the copy),
+# plus the names it also accepts. Copied so the parent can validate without importing whisper.
+LANGUAGES: tuple[str, ...] = tuple(
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no "
+    "th ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw "
+    "gl mr pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl "
+    "mg as tt haw ln ha ba jw su yue".split())
+LANGUAGE_ALIASES = {"chinese": "zh", "mandarin": "zh", "english": "en", "cantonese": "yue",
+                    "zh-cn": "zh", "zh-tw": "zh", "zh-hans": "zh", "zh-hant": "zh"}
+CHINESE = frozenset({"zh", "yue"})
+
+
+def language_code(value: str) -> str:
+    """A language code Whisper knows ('zh', or 'Chinese' → 'zh'); ValueError names the choices."""
+    code = value.strip().lower()
+    code = LANGUAGE_ALIASES.get(code, code)
+    if code not in LANGUAGES:
+        raise ValueError(f"unknown language {value!r}; use a code such as zh, en, ja, "
+                         f"yue (all: {', '.join(sorted(LANGUAGES))})")
+    return code
+
+
 def local_models(models_dir: Path) -> list[str]:
     """Names of the checkpoints in models_dir (<name>.pt)."""
     try:

@@ -15,6 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import catalog
+from .options import Decoding
+
 DEFAULT_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
 ENV_SETTINGS = "DROPSCRIBE_SETTINGS"
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
@@ -54,13 +57,20 @@ class ModelsSettings(_Section):
     allow_download: bool = True
 
 
-class TranscribeSettings(_Section):
+class TranscribeSettings(Decoding):
+    """`transcribe:` — the decoding options (options.Decoding, shared with sidecars) and more."""
+
     language: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
     output_formats: list[Literal["txt", "srt", "vtt", "tsv", "json"]] = Field(
         default_factory=lambda: ["txt", "srt", "vtt", "json"], min_length=1
     )
     max_audio_seconds: float = Field(6 * 3600, gt=0)
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, v: str | None) -> str | None:
+        return None if v is None else catalog.language_code(v)
 
 
 class WatcherSettings(_Section):

@@ -2,6 +2,8 @@
 
 Validated strictly: unknown keys, wrong types or an unknown model fail that one task with a
 reason the user can act on. A sidecar can never name a path: there is no key that takes one.
+Decoding keys (chinese_script, glossary, beam_size, …) are those of settings.yaml's
+`transcribe` section and are validated by the same model (`options.Decoding`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import catalog, options
 
 MAX_SIDECAR_BYTES = 64 * 1024
 
@@ -26,10 +30,15 @@ class Sidecar(BaseModel):
     language: str | None = Field(None, min_length=2, max_length=20, pattern=r"^[A-Za-z\-]+$")
     task: Literal["transcribe", "translate"] | None = None
     priority: int = Field(0, ge=-1000, le=1000)
-    initial_prompt: str | None = Field(None, max_length=2000)
     output_formats: list[Literal["txt", "srt", "vtt", "tsv", "json"]] | None = Field(
         None, min_length=1
     )
+    # The file's decoding choices, validated by options.Decoding (not a key of the file).
+    decoding: dict = Field(default_factory=dict, exclude=True)
+
+    @property
+    def initial_prompt(self) -> str | None:
+        return self.decoding.get("initial_prompt")
 
 
 def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
@@ -45,6 +54,13 @@ def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
         ) from None
     if not isinstance(data, dict):
         raise SidecarError(f"{path.name} must hold a JSON object like {{\"model\": \"small\"}}")
+    if "decoding" in data:
+        raise SidecarError(f"{path.name} is invalid: decoding: unknown key")
+    chosen = {k: data.pop(k) for k in list(data) if k in options.DECODING_KEYS}
+    try:
+        decoding = options.overrides(chosen)
+    except options.OptionsError as err:
+        raise SidecarError(f"{path.name} is invalid: {err}") from None
     try:
         sidecar = Sidecar.model_validate(data)
     except ValidationError as err:
@@ -54,6 +70,12 @@ def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
             for e in err.errors()
         )
         raise SidecarError(f"{path.name} is invalid: {problems}") from None
+    if sidecar.language:
+        try:
+            sidecar.language = catalog.language_code(sidecar.language)
+        except ValueError as err:
+            raise SidecarError(f"{path.name} is invalid: language: {err}") from None
+    sidecar.decoding = decoding
     if sidecar.model and sidecar.model not in known_models:
         raise SidecarError(
             f"{path.name} names the model {sidecar.model!r}, which is not known; "

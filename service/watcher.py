@@ -218,8 +218,7 @@ class InboxWatcher:
                     if getattr(sc, key):
                         new[key] = getattr(sc, key)
                 new["priority"] = sc.priority
-                if sc.initial_prompt:
-                    options["initial_prompt"] = sc.initial_prompt
+                options.update(sc.decoding)  # chinese_script, glossary, beam_size, …
                 if sc.output_formats:
                     options["output_formats"] = list(sc.output_formats)
         if failure is None:
