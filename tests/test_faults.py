@@ -22,7 +22,7 @@ import pytest
 
 from service import db
 from service.tasks import TaskQueue
-from tests.speech import convert, silence_wav, speak_wav, tone_wav, wait_for
+from tests.speech import convert, silence_wav, speak_wav, talk_wav, tone_wav, wait_for
 from tests.svc import ServiceProcess, app, service_settings
 
 pytestmark = pytest.mark.slow
@@ -301,7 +301,7 @@ def test_file_deleted_before_it_is_processed_has_a_clear_outcome(
     svc = ServiceProcess(settings)
     s = svc.settings
     try:
-        tone_wav(s.inbox / "first long.wav", 60)  # keeps the only CPU slot busy
+        talk_wav(tmp_path / "first long.wav", 60).rename(s.inbox / "first long.wav")  # busy slot
         wait_for(lambda: any(t.status == "processing" for t in svc.tasks()), timeout=120)
         silence_wav(s.inbox / "vanishing.wav", 1)
         wait_for(lambda: any(t.source == "vanishing.wav" for t in svc.tasks()), timeout=60)

@@ -21,7 +21,7 @@ from service.scheduler import Dispatcher
 from service.tasks import NewTask, TaskQueue
 from service.vram import VramPool
 from tests.conftest import write_settings
-from tests.speech import read_wav, silence_wav, speak_wav, tone_wav, write_wav
+from tests.speech import read_wav, silence_wav, speak_wav, talk_wav, write_wav
 
 pytestmark = pytest.mark.slow
 
@@ -188,7 +188,8 @@ def _until(h: Harness, predicate, timeout: float) -> None:  # noqa: ANN001
 
 def test_a_task_over_its_time_limit_is_stopped_with_a_reason(harness_factory) -> None:
     h = harness_factory(None, max_attempts=1, timeout_factor=0.001, timeout_min_seconds=1)
-    path = tone_wav(h.settings.inbox / "endless.wav", 60.0)  # takes several seconds on the CPU
+    path = talk_wav(h.settings.inbox.parent / "endless.wav", 60.0)  # seconds of CPU work
+    path = path.rename(h.settings.inbox / "endless.wav")
     st = path.stat()
     h.queue.enqueue(NewTask(source="endless.wav", size=st.st_size, mtime_ns=st.st_mtime_ns,
                             model="tiny.en", audio_seconds=60.0))

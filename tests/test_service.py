@@ -17,7 +17,7 @@ import pytest
 
 from service import db
 from service.tasks import TaskQueue
-from tests.speech import convert, speak_wav, tone_wav, wait_for, word_error_rate
+from tests.speech import convert, speak_wav, talk_wav, tone_wav, wait_for, word_error_rate
 from tests.svc import ServiceProcess, app, service_settings
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,7 @@ def test_ctrl_c_requeues_running_work_without_spending_an_attempt(
 ) -> None:
     svc = ServiceProcess(service_settings(tmp_path, models_dir))
     try:
-        tone_wav(svc.settings.inbox / "long.wav", 120.0)  # ~20 s of CPU work for tiny.en
+        talk_wav(tmp_path / "long.wav", 120.0).rename(svc.settings.inbox / "long.wav")  # ~20 s
         wait_for(lambda: [t for t in svc.tasks() if t.status == "processing"], timeout=120)
         workers = [p for p in psutil.Process(svc.proc.pid).children(recursive=True)]
     finally:
