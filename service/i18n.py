@@ -72,6 +72,45 @@ MESSAGES: dict[str, dict[str, str]] = {
         "http.not_found": "Not found",
         "http.error": "Internal error; see the service log",
         "http.method": "Only GET and HEAD are supported",
+        # failure reasons by error kind (the web page; details follow in the original words)
+        "reason.not_audio": "Not an audio or video file that can be decoded.",
+        "reason.bad_sidecar": "The settings file (.json) next to the audio is invalid.",
+        "reason.model_missing": "The Whisper model is not available.",
+        "reason.too_long": "The recording is longer than the allowed maximum.",
+        "reason.out_of_memory": "The GPU ran out of memory.",
+        "reason.io_error": "A file could not be read or written.",
+        "reason.timeout": "The transcription took too long and was stopped.",
+        "reason.worker_crashed": "The worker process stopped unexpectedly.",
+        "reason.interrupted": "The transcription was interrupted (the service stopped).",
+        "reason.unsafe_path": "Refused: the file's path would write outside the outbox.",
+        "reason.error": "Unexpected error.",
+        # web uploads and commands (JSON errors of the web page)
+        "upload.bad_name": "The name {name!r} is not allowed (no '..', absolute paths, control "
+                           "characters, Windows device names like CON, or trailing dots).",
+        "upload.too_long_name": "The name {name!r} is too long.",
+        "upload.ignored_name": "The name {name!r} is hidden or matches watcher.ignore, so it "
+                               "would never be transcribed.",
+        "upload.not_media": "{name!r} is not an audio or video file the service picks up.",
+        "upload.too_large": "The file is larger than the upload limit of {mb:g} MB "
+                            "(http.max_upload_mb).",
+        "upload.incomplete": "The upload did not arrive complete; nothing was kept.",
+        "upload.no_free_name": "No free name for {name!r} in the inbox.",
+        "upload.bad_option": "Invalid choice: {problem}",
+        "action.no_task": "There is no task {id}.",
+        "action.not_retryable": "Task {id} is {state}; only failed or cancelled files can be "
+                                "retried.",
+        "action.not_cancellable": "Task {id} is {state}; only waiting or running files can be "
+                                  "cancelled.",
+        "action.source_gone": "The file {file} is no longer in failed/; copy it into the inbox "
+                              "again instead.",
+        "action.no_transcript": "No transcript to show for task {id}.",
+        "action.no_audio": "The archived audio of task {id} is not available.",
+        "http.host": "Host not allowed: open the page by this computer's name or address, or "
+                     "add the name to http.allowed_hosts.",
+        "http.login_needed": "Please log in.",
+        "http.login_wrong": "Wrong password or token.",
+        "http.login_limited": "Too many failed logins; try again in {s} s.",
+        "http.csrf": "The page's security token is missing or wrong; reload the page.",
     },
     "zh-CN": {
         "state.pending": "等待",
@@ -126,6 +165,38 @@ MESSAGES: dict[str, dict[str, str]] = {
         "http.not_found": "未找到",
         "http.error": "内部错误，请查看服务日志",
         "http.method": "只支持 GET 和 HEAD",
+        "reason.not_audio": "不是可解码的音频或视频文件。",
+        "reason.bad_sidecar": "音频旁的设置文件（.json）无效。",
+        "reason.model_missing": "Whisper 模型不可用。",
+        "reason.too_long": "录音超过允许的最长时长。",
+        "reason.out_of_memory": "GPU 显存不足。",
+        "reason.io_error": "无法读取或写入文件。",
+        "reason.timeout": "转写用时过长，已停止。",
+        "reason.worker_crashed": "转写进程意外退出。",
+        "reason.interrupted": "转写被中断（服务停止）。",
+        "reason.unsafe_path": "已拒绝：文件路径会写到输出文件夹之外。",
+        "reason.error": "意外错误。",
+        "upload.bad_name": "文件名 {name!r} 不允许（不能含“..”、绝对路径、控制字符、CON 等 Windows "
+                           "设备名或结尾的点）。",
+        "upload.too_long_name": "文件名 {name!r} 太长。",
+        "upload.ignored_name": "文件名 {name!r} 是隐藏文件或符合 watcher.ignore，永远不会被转写。",
+        "upload.not_media": "{name!r} 不是本服务处理的音频或视频文件。",
+        "upload.too_large": "文件超过上传上限 {mb:g} MB（http.max_upload_mb）。",
+        "upload.incomplete": "上传未完整到达，未保留任何内容。",
+        "upload.no_free_name": "收件箱中没有可用于 {name!r} 的空闲文件名。",
+        "upload.bad_option": "选项无效：{problem}",
+        "action.no_task": "没有任务 {id}。",
+        "action.not_retryable": "任务 {id} 的状态是{state}；只有失败或已取消的文件可以重试。",
+        "action.not_cancellable": "任务 {id} 的状态是{state}；只有等待或正在转写的文件可以取消。",
+        "action.source_gone": "文件 {file} 已不在 failed/ 中；请重新复制到收件箱。",
+        "action.no_transcript": "任务 {id} 没有可显示的转写稿。",
+        "action.no_audio": "任务 {id} 的归档音频不可用。",
+        "http.host": "不允许的主机名：请用本机的名称或地址打开页面，"
+                     "或把该名称加入 http.allowed_hosts。",
+        "http.login_needed": "请先登录。",
+        "http.login_wrong": "密码或令牌错误。",
+        "http.login_limited": "登录失败次数过多，请 {s} 秒后再试。",
+        "http.csrf": "页面的安全令牌缺失或错误，请刷新页面。",
     },
 }
 
@@ -141,6 +212,11 @@ def t(key: str, lang: str | None = None, **kw: object) -> str:
     """The message `key` in `lang` (English if missing), formatted with `kw`."""
     msg = MESSAGES[normalize(lang)].get(key) or MESSAGES[DEFAULT].get(key) or key
     return msg.format(**kw) if kw else msg
+
+
+def catalog(lang: str | None) -> dict[str, str]:
+    """Every message in `lang` (English where a translation is missing), for the web page."""
+    return {**MESSAGES[DEFAULT], **MESSAGES[normalize(lang)]}
 
 
 def state_name(state: str, lang: str | None = None) -> str:
