@@ -479,7 +479,10 @@ class WebServer:
             return denied
         data = queueview.overview(self.settings, self.queue, self.lang_of(request), self.slots())
         ok, reasons, _ = check_health(self.service, self.engine)
-        data.update(healthy=ok, problems=reasons, service=self.heartbeat().get("mode"))
+        lang = self.lang_of(request)
+        problems = [t(f"health.{r.split(':', 1)[0]}", lang) + (
+            f" ({r.split('(', 1)[1]}" if "(" in r else "") for r in reasons]
+        data.update(healthy=ok, problems=problems)
         return JSONResponse(data)
 
     def history(self, request: Request) -> Response:
