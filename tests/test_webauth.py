@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from pathlib import Path
 
 import pytest
@@ -135,10 +136,13 @@ def test_host_header_must_name_this_computer(guarded, tmp_path: Path) -> None:
     web, url, _, _, _ = guarded
     port = web.port
     for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}",
-                 f"localhost.evil.example:{port}", ""):
+                 f"localhost.evil.example:{port}"):
         code, headers, body = Client(url, host=host).request("GET", "/api/session")
         assert code == 421, host
         assert b"http.allowed_hosts" in body and headers["x-content-type-options"] == "nosniff"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:  # no Host at all
+        raw.sendall(b"GET /api/session HTTP/1.0\r\n\r\n")
+        assert raw.makefile("rb").readline().split()[1] == b"421"
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
         assert Client(url, host=host).request("GET", "/api/session")[0] == 200, host
 
