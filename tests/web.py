@@ -51,7 +51,8 @@ class Client:
         if self.cookie:
             h.setdefault("Cookie", self.cookie)
         try:
-            conn.request(method, path, body=body, headers=h)
+            conn.request(method, path, body=body, headers=h,
+                         encode_chunked="Transfer-Encoding" in h)
             r = conn.getresponse()
             data = r.read()
             got = {k.lower(): v for k, v in r.getheaders()}
