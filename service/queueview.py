@@ -129,17 +129,17 @@ def overview(settings: Settings, queue: TaskQueue, lang: str, slots: int) -> dic
     slots = max(1, slots)
     heap = sorted(free_at)[:slots] + [0.0] * max(0, slots - len(free_at))
     heapq.heapify(heap)
-    waiting, known, total = [], True, 0.0
+    known = all(r["eta_seconds"] is not None for r in running)  # start times can be told
+    waiting, total = [], 0.0
     for task in pending:
         start = heapq.heappop(heap)
         if task.next_attempt_at and task.next_attempt_at > now:
             start = max(start, (task.next_attempt_at - now).total_seconds())
         need = rates.seconds(task.model, task.audio_seconds)
-        if need is None:
-            known = False
+        waiting.append({**task_row(task, lang), "expected_seconds": need,
+                        "start_in_seconds": round(start, 1) if known else None})
+        known = known and need is not None
         heapq.heappush(heap, start + (need or 0.0))
-        waiting.append({**task_row(task, lang), "start_in_seconds": round(start, 1) if known
-                        else None, "expected_seconds": need})
         total = max(total, start + (need or 0.0))
     left = max([total, *free_at]) if (pending or running) else 0.0
     return {
