@@ -1,4 +1,4 @@
-"""The HTTP endpoint against a real running service: /health, /metrics, the status page.
+"""The HTTP endpoint against a real running service: /health, /metrics, the /status page.
 
 Real parts: the service (in-process `runner.Service`, and once as `python app.py` in a child
 process), a real SQLite file, the real watchdog observer, real sockets on 127.0.0.1. The GPUs
@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,14 @@ def base_settings(folder: Path, **extra: dict) -> Path:
     return write_settings(folder, data)
 
 
-def get(url: str, method: str = "GET") -> tuple[int, dict, bytes]:
+def get(url: str, method: str = "GET") -> tuple[int, Message, bytes]:
+    """(status, headers — looked up case-insensitively, as HTTP says —, body)."""
     req = urllib.request.Request(url, method=method)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
+            return r.status, r.headers, r.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, err.headers, err.read()
 
 
 def free(port: int) -> bool:
@@ -134,7 +136,7 @@ def test_health_ok_then_degraded_when_the_watcher_stops(running) -> None:
         assert code == 503 and data["status"] == "degraded"
         assert data["checks"]["watcher"] is False
         assert [r for r in data["reasons"] if r.startswith("watcher")], data
-        page = get(url + "/")[2].decode()
+        page = get(url + "/status")[2].decode()
         assert "Something needs attention" in page and "folder watcher is not running" in page
         metrics = get(url + "/metrics")[2].decode()
         assert "dropscribe_healthy 0.0" in metrics
@@ -197,7 +199,7 @@ def test_metrics_use_a_registry_of_their_own(running) -> None:
 # ---- the status page ----------------------------------------------------------------------------
 def test_status_page_shows_everything_and_escapes_file_names(running) -> None:
     _, q, ids, url = running
-    code, headers, body = get(url + "/")
+    code, headers, body = get(url + "/status")
     assert code == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
     assert "script-src" not in headers["Content-Security-Policy"]  # no scripts at all
     page = body.decode()
@@ -214,7 +216,7 @@ def test_status_page_shows_everything_and_escapes_file_names(running) -> None:
     assert "GPU 0 · Simulated GPU" in page and f"used 3000 / {SIM_GPUS[0]} MiB" in page
     assert "x.mp3" in page and "not an audio or video file" in page
 
-    zh = get(url + "/?lang=zh-CN")[2].decode()
+    zh = get(url + "/status?lang=zh-CN")[2].decode()
     assert '<html lang="zh-CN">' in zh
     for word in ("服务正在运行", "等待", "已完成", "失败", "正在转写", "最近的失败"):
         assert word in zh, word
@@ -228,19 +230,19 @@ def test_routes_methods_and_errors(running, monkeypatch, caplog) -> None:
     code, headers, body = get(url + "/health", method="HEAD")
     assert code == 200 and body == b"" and int(headers["Content-Length"]) > 0
     code, headers, _ = get(url + "/health", method="POST")
-    assert code == 405 and headers["Allow"] == "GET, HEAD"
+    assert code == 405 and set(headers["Allow"].split(", ")) == {"GET", "HEAD"}
 
     def boom() -> dict:
         raise RuntimeError("page exploded")
 
     monkeypatch.setattr(service.web, "status_data", boom)
     with caplog.at_level(logging.ERROR, logger="service.web"):
-        code, headers, body = get(url + "/")
+        code, headers, body = get(url + "/status")
     assert code == 500 and headers["Content-Type"].startswith("text/plain")
     assert b"Internal error" in body and b"exploded" not in body  # no traceback to the client
     assert "page exploded" in caplog.text
     monkeypatch.undo()
-    assert get(url + "/health")[0] == 200 and get(url + "/")[0] == 200  # still serving
+    assert get(url + "/health")[0] == 200 and get(url + "/status")[0] == 200  # still serving
 
 
 def test_bound_to_localhost_by_default(running) -> None:
@@ -286,7 +288,7 @@ def test_web_server_stops_and_frees_its_port(tmp_path: Path) -> None:
     code, _, body = get(f"http://127.0.0.1:{web.port}/health")
     assert code == 503 and {r.split(":")[0] for r in json.loads(body)["reasons"]} == {
         "watcher", "scheduler"}
-    assert get(f"http://127.0.0.1:{web.port}/")[0] == 200
+    assert get(f"http://127.0.0.1:{web.port}/status")[0] == 200
     web.stop()
     assert free(web.port)  # no listener left behind
 
@@ -315,7 +317,7 @@ def test_service_process_reports_its_port_in_the_heartbeat(tmp_path: Path) -> No
         q = TaskQueue(db.make_engine(settings.database_url))
         wait_for(lambda: q.counts()["failed"] == 1, timeout=60)
         q.engine.dispose()
-        page = get(f"http://127.0.0.1:{p}/")[2].decode()
+        page = get(f"http://127.0.0.1:{p}/status")[2].decode()
         assert '<html lang="zh-CN">' in page and "服务正在运行" in page
         assert "&lt;script&gt;alert(1)&lt;script&gt;.mp3" in page and "<script" not in page
         out = subprocess.run(
