@@ -237,8 +237,8 @@ def _format_error(err: ValidationError) -> str:
         msg = e["msg"]
         if e["type"] == "literal_error":
             msg = msg.replace("Input should be", "allowed values are")
-        if e["type"] == "value_error":  # our own validators' sentences say it all
-            lines.append(str(e["ctx"]["error"]))
+        if e["type"] == "value_error" and isinstance(e.get("input"), dict):
+            lines.append(str(e["ctx"]["error"]))  # a section's own check: its sentence says all
         elif key.endswith(("password", "token")):  # never echo a secret into a log
             lines.append(f"{key}: {msg}")
         else:

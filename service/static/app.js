@@ -3,7 +3,7 @@
 // only ever put on the page with textContent, never as HTML.
 "use strict";
 
-const S = { lang: null, M: {}, csrf: "", page: 1, pages: 1, historyKey: "", viewing: null };
+const S = { lang: null, M: {}, csrf: "", page: 1, pages: 1, last: null, viewing: null };
 const $ = (id) => document.getElementById(id);
 
 function tr(key, params) {
@@ -115,7 +115,7 @@ $("lang-toggle").addEventListener("click", async () => {
   const next = S.lang === "zh-CN" ? "en" : "zh-CN";
   localStorage.setItem("dropscribe-lang", next);
   await loadLanguage(next);
-  S.historyKey = "";
+  if (S.last) renderOverview(S.last);  // at once; the server's words (reasons) follow
   refresh();
   if (S.viewing) openTranscript(S.viewing);
 });
@@ -245,7 +245,6 @@ function actionButton(label, cls, onclick) {
 async function act(id, verb) {
   const r = await api(`/api/tasks/${id}/${verb}`, { method: "POST" });
   $("notice").textContent = r.ok ? "" : (r.body ? r.body.error : String(r.status));
-  S.historyKey = "";
   refresh();
 }
 
@@ -320,7 +319,7 @@ async function refresh() {
   clearTimeout(timer);
   try {
     const o = await api("/api/overview");
-    if (o.ok) renderOverview(o.body);
+    if (o.ok) renderOverview((S.last = o.body));
     const q = new URLSearchParams({ q: $("search").value, state: $("state-filter").value, page: S.page });
     const h = await api("/api/history?" + q.toString());
     if (h.ok) renderHistory(h.body);
