@@ -344,7 +344,7 @@ class WebServer:
             return None
         for p in task.outputs or []:
             path = Path(p)
-            if path.suffix == f".{fmt}" and path.is_file() and _inside(self.settings.outbox, path):
+            if path.suffix == f".{fmt}" and path.is_file() and _in_outbox(self.settings, path):
                 return path
         return None
 
@@ -634,6 +634,12 @@ class WebServer:
         return JSONResponse({"ok": True, "source": placed.source, "size": placed.size})
 
 
-def _inside(root: Path, path: Path) -> bool:
-    root_r, path_r = os.path.realpath(root), os.path.realpath(path)
-    return os.path.commonpath([root_r, path_r]) == root_r
+def _in_outbox(settings: Settings, path: Path) -> bool:
+    """A recorded output path is served only if the outputs' own rules place it in the outbox
+    (no '..', no symlinked folder leading out)."""
+    try:
+        rel = path.relative_to(settings.outbox)
+        return outputs.safe_join(settings.outbox, rel.as_posix()) == path and \
+            not path.is_symlink()
+    except ValueError:  # not under the outbox at all, or UnsafePathError
+        return False

@@ -380,3 +380,53 @@ def test_many_concurrent_clients_while_tasks_run(tmp_path: Path, models_dir: Pat
     finally:
         code = svc.stop()
     assert code == 0, svc.output()[-3000:]
+
+
+# ---- transcripts and audio through the page's API -----------------------------------------------
+def test_transcripts_downloads_and_audio_only_from_their_folders(tmp_path: Path) -> None:
+    from tests.web import Client, bare_server
+
+    web = bare_server(tmp_path / "svc")
+    try:
+        cfg = web.settings
+        outside = tmp_path / "secret.txt"
+        outside.write_text("private", encoding="utf-8")
+        out_dir = cfg.outbox / "团队"
+        out_dir.mkdir(parents=True)
+        doc = {"text": " Hello there.", "language": "en",
+               "segments": [{"start": 0.0, "end": 1.5, "text": " Hello there."}]}
+        (out_dir / "会议.json").write_text(json.dumps(doc), encoding="utf-8")
+        (out_dir / "会议.srt").write_text("1\n00:00:00,000 --> 00:00:01,500\nHello\n", "utf-8")
+        (cfg.outbox / "link.txt").symlink_to(outside)
+        q = TaskQueue(db.make_engine(cfg.database_url))
+        ok = q.enqueue(NewTask(source="团队/会议.wav", size=4000, mtime_ns=1, model="tiny.en"))
+        bad = q.enqueue(NewTask(source="x.wav", size=1, mtime_ns=1, model="tiny.en"))
+        for task, outs in ((ok, [out_dir / "会议.json", out_dir / "会议.srt"]),
+                           (bad, [outside, cfg.outbox / "link.txt"])):
+            q.claim(task.id, "w:1", 60, device="cpu")
+            q.start_processing(task.id, "w:1", load_seconds=0)
+            q.complete(task.id, "w:1", outputs=[str(p) for p in outs], transcribe_seconds=1)
+        (cfg.archive / "团队").mkdir(parents=True)
+        (cfg.archive / "团队" / "会议.wav").write_bytes(bytes(range(200)) * 20)
+        q.set_source_state(ok.id, "archived")
+        q.engine.dispose()
+
+        c = Client(f"http://127.0.0.1:{web.port}")
+        c.session()
+        code, data = c.json("GET", f"/api/tasks/{ok.id}/transcript")
+        assert code == 200 and data["segments"] == [{"start": 0.0, "end": 1.5,
+                                                    "text": " Hello there."}]
+        code, headers, body = c.request("GET", f"/api/tasks/{ok.id}/download/srt")
+        assert code == 200 and body.startswith(b"1\n00:00:00,000")
+        assert "attachment" in headers["content-disposition"]
+        assert "%E4%BC%9A%E8%AE%AE.srt" in headers["content-disposition"]  # 会议.srt, UTF-8
+        code, headers, body = c.request("GET", f"/api/tasks/{ok.id}/audio",
+                                        headers={"Range": "bytes=100-199"})
+        assert code == 206 and body == (bytes(range(200)) * 20)[100:200]  # the player can seek
+        for path in (f"/api/tasks/{bad.id}/download/txt", f"/api/tasks/{bad.id}/transcript",
+                     f"/api/tasks/{bad.id}/audio", f"/api/tasks/{ok.id}/download/vtt",
+                     "/api/tasks/999/transcript"):
+            code, _, body = c.request("GET", path)
+            assert code == 404 and b"private" not in body, path
+    finally:
+        web.stop()
