@@ -87,18 +87,27 @@ class Placed:
 
 
 def _link_exclusive(src: Path, dest: Path) -> None:
-    """Put src at dest without ever replacing dest (FileExistsError if taken)."""
+    """Put the complete file src at dest without ever replacing dest (FileExistsError if
+    taken). A hard link is atomic and exclusive; where there are none (FAT, some shares, or
+    paths.uploads on another disk) the file is first copied to a hidden temp name beside dest
+    (the watcher ignores '.*' names) and then renamed, so the watcher still never sees a part."""
     try:
         os.link(src, dest)
+        return
     except FileExistsError:
         raise
-    except OSError as err:  # a file system without hard links (FAT, some shares)
+    except OSError as err:
         if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
                              errno.EMLINK) and os.name != "nt":
             raise
-        if dest.exists() or os.path.lexists(dest):
-            raise FileExistsError(dest) from None
-        shutil.copyfile(src, dest)  # rare fallback: the watcher's stability check covers it
+    part = dest.with_name(f".{secrets.token_hex(8)}.part")
+    try:
+        shutil.copyfile(src, part)
+        if os.path.lexists(dest):
+            raise FileExistsError(dest)
+        os.rename(part, dest)  # Windows: refuses an existing dest; POSIX: checked just above
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _flush(fh: Any) -> None:

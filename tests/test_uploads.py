@@ -119,3 +119,27 @@ def test_many_uploads_at_once_arrive_intact(server) -> None:
         placed = web.settings.inbox / WEB_FOLDER / name
         assert hashlib.sha256(placed.read_bytes()).digest() == hashlib.sha256(blob).digest()
     assert list(web.settings.uploads.iterdir()) == []
+
+
+def test_without_hard_links_the_file_still_appears_whole(server, monkeypatch) -> None:
+    """FAT drives, some shares, or paths.uploads on another disk: no os.link. The upload is
+    copied under a hidden name the watcher ignores, then renamed; a taken name stays intact."""
+    import errno
+
+    web, c, _ = server
+
+    def no_links(src, dst):  # noqa: ANN001 - os.link's signature
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    content = os.urandom(300_000)
+    code, data = c.upload("fat/drive.wav", content, priority="3")
+    assert code == 200 and data["source"] == "web/fat/drive.wav"
+    folder = web.settings.inbox / WEB_FOLDER / "fat"
+    assert (folder / "drive.wav").read_bytes() == content
+    assert json.loads((folder / "drive.wav.json").read_text("utf-8")) == {"priority": 3}
+    code, data = c.upload("fat/drive.wav", b"other")
+    assert code == 200 and data["source"] == "web/fat/drive (2).wav"
+    assert (folder / "drive.wav").read_bytes() == content
+    assert sorted(p.name for p in folder.iterdir()) == ["drive (2).wav", "drive.wav",
+                                                        "drive.wav.json"]  # no .part left
