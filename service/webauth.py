@@ -24,7 +24,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import psutil
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -185,9 +185,3 @@ class Auth:
         """/health and /metrics need no login on loopback (as before), a login otherwise."""
         return self.loopback or not self.required
 
-
-def merge_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """SECURITY_HEADERS plus the given ones (a route may set its own Cache-Control)."""
-    out = dict(SECURITY_HEADERS)
-    out.update(dict(headers))
-    return out
