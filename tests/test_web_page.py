@@ -30,9 +30,21 @@ pytestmark = pytest.mark.slow
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PASSWORD = "open sesame 2026"
-LONG_TEXT = " ".join(
-    f"Item {n}. The team reviewed the budget for the new office and agreed to meet again "
-    f"next week to decide on the schedule." for n in range(1, 5))  # about 25 seconds
+# Separately spoken sentences with pauses: tiny.en transcribes these reliably (one long espeak
+# run of similar sentences was sometimes skipped whole as "no speech").
+SENTENCES = ["The team reviewed the budget for the new office.",
+             "Everyone agreed to meet again next week.",
+             "The schedule will be decided on Friday.",
+             "Please send the minutes to the whole team."]
+
+
+def meeting_wav(folder: Path, dest: Path, repeat: int) -> Path:
+    parts, rate = [], 16000
+    for i, sentence in enumerate(SENTENCES):
+        samples, rate = read_wav(speak_wav(sentence, folder / f"sentence{i}.wav"))
+        parts += [samples, np.zeros(int(0.6 * rate), np.float32)]
+    return write_wav(dest, np.tile(np.concatenate(parts), repeat), rate)
+
 
 # Every (file, state) the page ever shows, recorded in the page itself as it renders.
 RECORDER = """() => {
@@ -59,14 +71,11 @@ def site(tmp_path_factory: pytest.TempPathFactory, models_dir: Path):
         folder, models_dir, http={"password": PASSWORD}, watcher={"stable_seconds": 0.5},
         cpu={"max_concurrent_tasks": 1}))
     audio = folder / "audio"
-    speak_wav(LONG_TEXT, audio / "meeting.wav", speed=190)
+    meeting_wav(folder, audio / "meeting.wav", repeat=2)  # about 28 s
     speak_wav("Meeting notes: the launch moves to Friday.", audio / "会议记录.wav")
     # the blocker: ten minutes of speech keep the single slot busy until the test cancels it,
     # so the other files wait (pending) for as long as the test needs, on any machine
-    speak_wav(LONG_TEXT + " Please cancel this one.", audio / "one.wav")
-    samples, rate = read_wav(audio / "one.wav")
-    write_wav(audio / "批次" / "取消我.wav", np.tile(samples, int(600 * rate / len(samples)) + 1),
-              rate)
+    meeting_wav(folder, audio / "批次" / "取消我.wav", repeat=44)
     (audio / "broken.mp3").write_text("this is not audio", encoding="utf-8")
 
     def port() -> int | None:
@@ -200,7 +209,7 @@ def test_log_in_upload_watch_open_download_cancel_retry(site) -> None:
     row(page, "web/meeting.wav", "#history").locator("button").click()
     page.wait_for_selector("#segments li")
     text = page.text_content("#segments").lower()
-    assert "budget" in text and "office" in text, text
+    assert "budget" in text and "office" in text and "friday" in text, text
     segments = page.locator("#segments li")
     assert segments.count() >= 3, page.text_content("#segments")
     third = segments.nth(2)

@@ -3,7 +3,8 @@
 // only ever put on the page with textContent, never as HTML.
 "use strict";
 
-const S = { lang: null, M: {}, csrf: "", page: 1, pages: 1, last: null, viewing: null };
+const S = { lang: null, M: {}, csrf: "", page: 1, pages: 1, last: null, historyKey: "",
+  viewing: null };
 const $ = (id) => document.getElementById(id);
 
 function tr(key, params) {
@@ -295,6 +296,9 @@ function renderOverview(d) {
 }
 
 function renderHistory(d) {
+  const key = S.lang + JSON.stringify(d);
+  if (key === S.historyKey) return;  // unchanged: keep the rows (and a click on them) as they are
+  S.historyKey = key;
   S.pages = d.pages;
   $("page").textContent = tr("ui.page", { page: d.page, pages: d.pages, total: d.total });
   $("prev").disabled = d.page <= 1;
