@@ -1,7 +1,8 @@
 """Screenshot of the status page, as a phone would show it (a tool, not a test).
 
 Starts a real service in this process (temporary folder, simulated GPUs, a free port), fills
-the queue with tasks in every state, and points headless Chromium at http://127.0.0.1:PORT/.
+the queue with tasks in every state, and points headless Chromium at http://127.0.0.1:PORT/status
+(the no-JavaScript page; the full web page is shot by tests/test_web_page.py).
 
     apt-get install -y chromium fonts-noto-cjk        # once (the fonts for the Chinese page)
     python bench/screenshot_status.py                  # → docs/status-page.png
@@ -129,7 +130,7 @@ def main() -> int:
                 return 1
             service.scheduler.pause_job("dispatch")  # nothing here is for this node to run
             seed(settings, service)
-            url = f"http://127.0.0.1:{service.web.port}/"
+            url = f"http://127.0.0.1:{service.web.port}/status"
             args.out.parent.mkdir(parents=True, exist_ok=True)
             cmd = chromium_command(exe, url, args.out.resolve(), folder / "profile",
                                    args.width, args.height)

@@ -7,13 +7,22 @@ file's folder, never the current directory (a Windows service starts in System32
 
 from __future__ import annotations
 
+import ipaddress
 import locale
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import catalog
 from .options import Decoding
@@ -37,6 +46,7 @@ class PathsSettings(_Section):
     archive: Path = Path("archive")
     failed: Path = Path("failed")
     logs: Path = Path("logs")
+    uploads: Path = Path("uploads")
 
 
 class DatabaseSettings(_Section):
@@ -111,10 +121,34 @@ class UiSettings(_Section):
     language: Literal["en", "zh-CN"] | None = None
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, ::1, localhost: reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
+    password: SecretStr | None = Field(None, min_length=8)
+    token: SecretStr | None = Field(None, min_length=16)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    max_upload_mb: float = Field(2048, gt=0)
+
+    @model_validator(mode="after")
+    def _login_off_loopback(self) -> HttpSettings:
+        """Anything but loopback is reachable by the whole network: never without a login."""
+        if self.enabled and not is_loopback(self.host) and not (self.password or self.token):
+            raise ValueError(
+                f"http.host is {self.host!r}, which other computers can reach, but neither "
+                "http.password nor http.token is set: set one (or use http.host: 127.0.0.1)"
+            )
+        return self
 
 
 class Settings(_Section):
@@ -157,6 +191,10 @@ class Settings(_Section):
         return self.resolve(self.paths.logs)
 
     @property
+    def uploads(self) -> Path:
+        return self.resolve(self.paths.uploads)
+
+    @property
     def models_dir(self) -> Path:
         return self.resolve(self.models.dir)
 
@@ -190,7 +228,7 @@ class Settings(_Section):
     def check_folders(self) -> None:
         """Refuse layouts that would loop: outbox/archive/failed inside the inbox."""
         inbox = self.inbox
-        for name in ("outbox", "archive", "failed"):
+        for name in ("outbox", "archive", "failed", "uploads"):
             other = getattr(self, name)
             if other == inbox or inbox in other.parents:
                 raise SettingsError(
@@ -209,7 +247,12 @@ def _format_error(err: ValidationError) -> str:
         msg = e["msg"]
         if e["type"] == "literal_error":
             msg = msg.replace("Input should be", "allowed values are")
-        lines.append(f"{key}: {msg} (got {e.get('input')!r})")
+        if e["type"] == "value_error" and isinstance(e.get("input"), dict):
+            lines.append(str(e["ctx"]["error"]))  # a section's own check: its sentence says all
+        elif key.endswith(("password", "token")):  # never echo a secret into a log
+            lines.append(f"{key}: {msg}")
+        else:
+            lines.append(f"{key}: {msg} (got {e.get('input')!r})")
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 

@@ -1,43 +1,58 @@
-"""The HTTP endpoint: /health, /metrics (Prometheus) and a small status page at /.
+"""The HTTP endpoint: the web page (upload, queue, history, transcripts), /health, /metrics.
 
-Standard library only for the server (`http.server.ThreadingHTTPServer` in a daemon thread) plus
-`prometheus_client` for the metrics text. Bound to settings.http.host (127.0.0.1 by default: this
-machine only — there is no login) and settings.http.port (0 = a free port, see `WebServer.port`).
+Starlette served by uvicorn in a daemon thread: one asyncio loop holds every connection, so slow
+clients and long uploads cost a socket, not a thread; database reads run in Starlette's thread
+pool through a read-only engine of their own (a page view never takes the write lock from the
+dispatcher). Bound to settings.http.host (127.0.0.1 by default) and http.port (0 = a free port).
+Login, CSRF, Host check and security headers: webauth.py. Uploads: uploads.py.
 
 It must never take the service down: a failing request answers 500 and is logged; a port that is
 already in use is logged once, naming the setting, and the service runs on without the endpoint.
-Reads go through a read-only engine of their own, so a page view never takes the database's write
-lock away from the dispatcher.
 """
 
 from __future__ import annotations
 
 import errno
-import html
 import json
 import logging
+import mimetypes
 import os
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+import anyio
+import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from . import db, status
+from . import actions, catalog, db, i18n, outputs, queueview, status
 from .config import Settings
-from .i18n import duration, normalize, state_name, t
-from .tables import ALL_STATES
+from .i18n import normalize, t
+from .sidecar import Sidecar
+from .statuspage import render_page
+from .tables import ALL_STATES, COMPLETED
 from .tasks import TaskQueue
+from .uploads import UploadError, Uploads
+from .webauth import COOKIE, CSRF_HEADER, SECURITY_HEADERS, SESSION_SECONDS, Auth
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-REFRESH_SECONDS = 5
+STATIC = Path(__file__).resolve().parent / "static"
+UPLOAD_IDLE_SECONDS = 60.0  # an upload that sends nothing this long is dropped
+PLAIN = "text/plain; charset=utf-8"
 
 
 # ---- health --------------------------------------------------------------------------------------
@@ -148,194 +163,37 @@ class _Collector:
         yield healthy
 
 
-# ---- the status page -----------------------------------------------------------------------------
-CSS = """
-*{box-sizing:border-box}
-body{margin:0;font:16px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC",
-"Microsoft YaHei","PingFang SC",sans-serif;background:#f4f5f7;color:#1d2330}
-main{max-width:56rem;margin:0 auto;padding:.75rem}
-h1{font-size:1.35rem;margin:.2rem 0}
-h2{font-size:1.05rem;margin:0 0 .5rem}
-section,header{background:#fff;border-radius:.6rem;padding:.75rem .9rem;margin:.6rem 0;
-box-shadow:0 1px 2px rgba(0,0,0,.08)}
-.svc{font-weight:600;margin:.1rem 0}.ok{color:#17803d}.bad{color:#b42318}
-.muted{color:#5b6475;font-size:.9rem;margin:.1rem 0}
-.warn{background:#fff4e5;border:1px solid #f5b35c;border-radius:.6rem;padding:.6rem .9rem}
-.warn ul{margin:.3rem 0 0;padding-left:1.2rem}
-.counts{display:grid;grid-template-columns:repeat(3,1fr);gap:.45rem}
-.count{border-radius:.5rem;padding:.45rem .6rem;background:#eef1f5}
-.count b{display:block;font-size:1.4rem;line-height:1.2}
-.count span{font-size:.85rem;color:#3b4352}
-.s-pending{background:#eef2ff}.s-loading,.s-processing{background:#e6f4ff}
-.s-completed{background:#e7f6ec}.s-failed{background:#fdecea}.s-cancelled{background:#f1f1f1}
-.task{border-top:1px solid #e4e7ec;padding:.5rem 0}.task:first-of-type{border-top:0}
-.file{font-weight:600;overflow-wrap:anywhere}
-.bar{height:.55rem;background:#e4e7ec;border-radius:.3rem;overflow:hidden;margin:.3rem 0}
-.bar{position:relative}.bar span{display:block;height:100%;background:#2e6be6}
-.bar i{position:absolute;top:0;bottom:0;width:2px;background:#b42318}
-.err{overflow-wrap:anywhere;color:#5b1a14}
-footer{color:#5b6475;font-size:.8rem;text-align:center;padding:.5rem}
-"""
+# ---- the ASGI layer ------------------------------------------------------------------------------
+class _Guard:
+    """ASGI middleware: refuse foreign Host headers, add the security headers to every answer."""
 
+    def __init__(self, app: Any, web: WebServer) -> None:
+        self.app, self.web = app, web
 
-def _e(value: Any) -> str:
-    """HTML-escape anything (file names and error messages are user data)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+        if not self.web.auth.host_allowed(host):
+            log.warning("HTTP request refused: Host %r is not one of this computer's names "
+                        "(http.allowed_hosts)", host[:100])
+            body = (t("http.host", self.web.lang) + "\n").encode()
+            await send({"type": "http.response.start", "status": 421, "headers": [
+                (b"content-type", PLAIN.encode()), (b"content-length", str(len(body)).encode()),
+                *extra]})
+            await send({"type": "http.response.body", "body": body})
+            return
 
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k, v) for k, v in extra if k not in have]
+            await send(message)
 
-def render_page(data: dict, lang: str, health: tuple[bool, list[str], dict] | None = None) -> str:
-    """The status page: the same information as `python app.py status`, for a phone or a PC."""
-    lang = normalize(lang)
-    out: list[str] = []
-    add = out.append
-    add("<!doctype html>")
-    add(f'<html lang="{_e(lang)}"><head><meta charset="utf-8">')
-    add('<meta name="viewport" content="width=device-width, initial-scale=1">')
-    add(f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">')
-    add(f"<title>{_e(t('page.title', lang))}</title><style>{CSS}</style></head><body><main>")
-
-    running = data["service"] == "running"
-    add("<header><h1>DropScribe</h1>")
-    cls, key = ("ok", "page.running") if running else ("bad", "page.not_running")
-    add(f'<p class="svc {cls}">● {_e(t(key, lang))}</p>')
-    if running:
-        mode = status.mode_name(data.get("mode"), lang)
-        add(f'<p class="muted">{_e(t("page.mode", lang, mode=mode, pid=data.get("pid")))}</p>')
-    add("</header>")
-    if health is not None and not health[0]:
-        add(f'<div class="warn" role="alert"><b>{_e(t("page.degraded", lang))}</b><ul>')
-        for reason in health[1]:
-            add(f"<li>{_e(reason)}</li>")
-        add("</ul></div>")
-
-    add(f"<section><h2>{_e(t('page.queue', lang))}</h2><div class=\"counts\">")
-    for state, n in data["counts"].items():
-        add(f'<div class="count s-{_e(state)}"><b>{int(n)}</b>'
-            f"<span>{_e(state_name(state, lang))}</span></div>")
-    add("</div></section>")
-
-    add(f"<section><h2>{_e(t('page.now', lang))}</h2>")
-    if not data["running"]:
-        add(f'<p class="muted">{_e(t("page.none_running", lang))}</p>')
-    for r in data["running"]:
-        pct = max(0.0, min(100.0, float(r.get("progress") or 0) * 100))
-        add('<div class="task">')
-        add(f'<div class="file">#{int(r["id"])} {_e(r["source"])}</div>')
-        add(f'<div class="muted">{_e(state_name(r["status"], lang))} · {_e(r["model"])} · '
-            f'{_e(r.get("device") or "")}</div>')
-        add(f'<div class="bar" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" '
-            f'aria-valuemax="100"><span style="width:{pct:.1f}%"></span></div>')
-        parts = [f"{pct:.0f}%"]
-        if r.get("elapsed_seconds") is not None:
-            parts.append(t("page.elapsed", lang, d=duration(r["elapsed_seconds"], lang)))
-        if r.get("eta_seconds") is not None:
-            parts.append(t("page.eta", lang, d=duration(r["eta_seconds"], lang)))
-        add(f'<div class="muted">{_e(" · ".join(parts))}</div></div>')
-    add("</section>")
-
-    add(f"<section><h2>{_e(t('page.gpus', lang))}</h2>")
-    if not data["gpus"]:
-        add(f'<p class="muted">{_e(t("page.cpu_mode", lang))}</p>')
-    for g in data["gpus"]:
-        total = max(1, int(g["total_mb"]))
-        used = max(0.0, min(100.0, int(g["used_mb"]) / total * 100))
-        budget = max(0.0, min(100.0, int(g["budget_mb"]) / total * 100))
-        add(f'<div class="task"><div class="file">GPU {int(g["index"])} · {_e(g["name"])}</div>')
-        add(f'<div class="bar"><span style="width:{used:.1f}%"></span>'
-            f'<i style="left:{budget:.1f}%"></i></div>')
-        line = t("page.gpu_line", lang, used=int(g["used_mb"]), total=int(g["total_mb"]),
-                 ours=int(g["reserved_mb"]), budget=int(g["budget_mb"]), tasks=int(g["tasks"]))
-        add(f'<div class="muted">{_e(line)}</div></div>')
-    add("</section>")
-
-    if data["vram_estimates"]:
-        add(f"<section><h2>{_e(t('page.estimates', lang))}</h2>")
-        for e in data["vram_estimates"]:
-            measured = (t("status.measured", lang, mean=e["measured_mean_mb"], n=e["samples"])
-                        if e["samples"] else t("status.not_measured", lang))
-            line = t("page.estimate_line", lang, estimate=e["estimate_mb"],
-                     default=e["default_mb"], measured=measured)
-            add(f'<div class="task"><div class="file">{_e(e["model"])} · {_e(e["gpu"])}</div>'
-                f'<div class="muted">{_e(line)}</div></div>')
-        add("</section>")
-
-    add(f"<section><h2>{_e(t('page.failures', lang))}</h2>")
-    if not data["recent_failures"]:
-        add(f'<p class="muted">{_e(t("page.no_failures", lang))}</p>')
-    for f in data["recent_failures"]:
-        when = (f.get("at") or "").replace("T", " ")
-        add(f'<div class="task"><div class="file">#{int(f["id"])} {_e(f["source"])}</div>'
-            f'<div class="err">{_e(f.get("error"))}</div>'
-            f'<div class="muted">{_e(when)}</div></div>')
-    add("</section>")
-
-    at = (data.get("generated_at") or "").replace("T", " ")
-    add(f"<footer>{_e(t('page.updated', lang, at=at))}<br>{_e(t('page.links', lang))}</footer>")
-    add("</main></body></html>")
-    return "\n".join(out)
-
-
-# ---- the server ----------------------------------------------------------------------------------
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # On Windows SO_REUSEADDR lets a second program bind the same port: never ask for it there.
-    allow_reuse_address = os.name != "nt"
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-        log.warning("HTTP connection from %s failed", client_address[0], exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "DropScribe"
-    protocol_version = "HTTP/1.0"
-    timeout = 15  # a client that sends nothing does not hold a thread forever
-
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server looks for
-        self._serve(head=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._serve(head=True)
-
-    def _not_allowed(self) -> None:
-        lang = self.server.web.lang  # type: ignore[attr-defined]
-        self._send(405, "text/plain; charset=utf-8", t("http.method", lang).encode() + b"\n",
-                   head=self.command == "HEAD", extra={"Allow": "GET, HEAD"})
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
-
-    def _serve(self, head: bool) -> None:
-        web: WebServer = self.server.web  # type: ignore[attr-defined]
-        url = urlsplit(self.path)
-        try:
-            code, ctype, body = web.respond(url.path, parse_qs(url.query))
-        except Exception:  # noqa: BLE001 - one bad request must not hurt the service
-            log.exception("HTTP GET %s failed", url.path)
-            code, ctype = 500, "text/plain; charset=utf-8"
-            body = (t("http.error", web.lang) + "\n").encode()
-        self._send(code, ctype, body, head=head)
-
-    def _send(self, code: int, ctype: str, body: bytes, *, head: bool,
-              extra: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            if ctype.startswith("text/html"):
-                # Defence in depth on top of escaping: no scripts, no external anything.
-                self.send_header("Content-Security-Policy",
-                                 "default-src 'none'; style-src 'unsafe-inline'")
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
-        log.debug("HTTP %s %s", self.address_string(), format % args)
+        await self.app(scope, receive, send_with_headers)
 
 
 class WebServer:
@@ -351,19 +209,27 @@ class WebServer:
         self.queue = TaskQueue(self.engine)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
-        self._httpd: _Server | None = None
+        self.auth = Auth(settings.http)
+        self.uploads = Uploads(settings)
+        self.app = self._build_app()
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._writer: TaskQueue | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> bool:
         """Listen and serve in a daemon thread; False (logged, naming the setting) if it can't."""
         host, port = self.settings.http.host, self.settings.http.port
-        server_cls = _Server
-        if ":" in host:  # an IPv6 address such as ::1
-            server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if os.name != "nt":  # on Windows SO_REUSEADDR lets a second program bind the same port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            httpd = server_cls((host, port), _Handler)
+            sock.bind((host.strip("[]"), port))
+            sock.listen(512)
         except OSError as err:
+            sock.close()
             if err.errno == errno.EADDRINUSE or getattr(err, "winerror", None) == 10048:
                 why = (f"port {port} is already in use; choose another http.port in "
                        f"{self.settings.source or 'settings.yaml'} (0 picks a free one) or set "
@@ -373,34 +239,44 @@ class WebServer:
                        f"in {self.settings.source or 'settings.yaml'}")
             self.error = why
             log.error("HTTP endpoint not started: %s. The service keeps running without "
-                      "/health, /metrics and the status page.", why)
+                      "/health, /metrics and the web page.", why)
             return False
-        httpd.web = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.5},
-            name="dropscribe-http", daemon=True,
+        config = uvicorn.Config(
+            _Guard(self.app, self), http="h11", ws="none", lifespan="off", loop="asyncio",
+            log_config=None, access_log=False, timeout_keep_alive=5,
+            timeout_graceful_shutdown=3, server_header=False,
         )
+        self._server = uvicorn.Server(config)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="dropscribe-http", daemon=True)
         self._thread.start()
-        log.info("status page http://%s:%s/ (also /health and /metrics)",
-                 f"[{host}]" if ":" in host else host, self.port)
+        deadline = time.monotonic() + 30
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        shown = f"[{host}]" if ":" in host else host
+        log.info("web page http://%s:%s/ (also /health and /metrics)", shown, self.port)
         return True
 
     def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=10)
             self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         self.engine.dispose()
+        if self._writer is not None and self._writer is not getattr(self.service, "queue", None):
+            self._writer.engine.dispose()
 
     @property
     def address(self) -> tuple | None:
         """The listening socket's address, e.g. ('127.0.0.1', 8765); None when not serving."""
-        return self._httpd.socket.getsockname() if self._httpd is not None else None
+        return self._socket.getsockname() if self._socket is not None else None
 
     # ---- data ------------------------------------------------------------------------------
     def model_stats(self) -> list[tuple]:
@@ -425,19 +301,345 @@ class WebServer:
     def status_data(self) -> dict:
         return status.collect(self.settings, self.queue, self.heartbeat())
 
+    def writer(self) -> TaskQueue:
+        """The service's own (writable) queue for retry and cancel."""
+        if self._writer is None:
+            self._writer = getattr(self.service, "queue", None) or TaskQueue(
+                db.make_engine(self.settings.database_url), lang=self.lang)
+        return self._writer
+
+    def slots(self) -> int:
+        """How many files run at once, for the expected start times of waiting ones."""
+        gpus = self.gpu_snapshot()
+        if gpus:
+            return max(1, len(gpus))
+        return self.settings.cpu.max_concurrent_tasks
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def lang_of(self, request: Request) -> str:
+        """?lang=, else ui.language, else the browser's language."""
+        if request.query_params.get("lang"):
+            return normalize(request.query_params["lang"])
+        if self.settings.ui.language:
+            return self.settings.ui.language
+        return normalize(request.headers.get("accept-language", "").split(",")[0])
+
+    def fail(self, request: Request, status_code: int, key: str, **kw: Any) -> JSONResponse:
+        lang = self.lang_of(request)
+        return JSONResponse({"error": t(key, lang, **kw), "key": key}, status_code=status_code)
+
+    def denied(self, request: Request, *, write: bool = False) -> Response | None:
+        """None when the request may go on; else the 401/403 answer."""
+        session = self.auth.session(request.cookies.get(COOKIE))
+        if self.auth.required and session is None:
+            return self.fail(request, 401, "http.login_needed")
+        if write and not self.auth.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            return self.fail(request, 403, "http.csrf")
+        return None
+
+    def _task_file(self, task_id: int, fmt: str) -> Path | None:
+        """A completed task's output of format `fmt`, only if it lies inside the outbox."""
+        task = self.queue.get(task_id)
+        if task is None or task.status != COMPLETED:
+            return None
+        for p in task.outputs or []:
+            path = Path(p)
+            if path.suffix == f".{fmt}" and path.is_file() and _in_outbox(self.settings, path):
+                return path
+        return None
+
     # ---- routes ----------------------------------------------------------------------------
-    def respond(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
-        """(HTTP status, content type, body) for a GET of `path`."""
-        if path == "/health":
-            ok, reasons, checks = check_health(self.service, self.engine)
-            body = {"status": "ok" if ok else "degraded", "reasons": reasons, "checks": checks}
-            return (200 if ok else 503, "application/json; charset=utf-8",
-                    json.dumps(body, ensure_ascii=False).encode())
-        if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-        if path in ("/", "/index.html"):
-            lang = normalize(query["lang"][0]) if query.get("lang") else self.lang
-            page = render_page(self.status_data(), lang,
-                               check_health(self.service, self.engine))
-            return 200, "text/html; charset=utf-8", page.encode()
-        return 404, "text/plain; charset=utf-8", (t("http.not_found", self.lang) + "\n").encode()
+    def _build_app(self) -> Starlette:
+        r = Route
+        routes = [
+            r("/", self.index), r("/index.html", self.index),
+            r("/status", self.status_page),
+            r("/health", self.health), r("/metrics", self.metrics),
+            r("/api/session", self.session), r("/api/login", self.login, methods=["POST"]),
+            r("/api/logout", self.logout, methods=["POST"]),
+            r("/api/i18n", self.messages), r("/api/models", self.models),
+            r("/api/overview", self.overview), r("/api/history", self.history),
+            r("/api/tasks/{id:int}/transcript", self.transcript),
+            r("/api/tasks/{id:int}/download/{fmt}", self.download),
+            r("/api/tasks/{id:int}/audio", self.audio),
+            r("/api/tasks/{id:int}/retry", self.retry, methods=["POST"]),
+            r("/api/tasks/{id:int}/cancel", self.cancel, methods=["POST"]),
+            r("/api/upload", self.upload, methods=["PUT"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+        return Starlette(routes=routes, exception_handlers={
+            HTTPException: self._http_error, Exception: self._crash})
+
+    def _http_error(self, request: Request, exc: HTTPException) -> Response:
+        key = {404: "http.not_found", 405: "http.method"}.get(exc.status_code)
+        body = t(key, self.lang_of(request)) if key else str(exc.detail)
+        return Response(body + "\n", exc.status_code, headers=exc.headers, media_type=PLAIN)
+
+    def _crash(self, request: Request, exc: Exception) -> Response:
+        log.error("HTTP %s %s failed", request.method, request.url.path, exc_info=exc)
+        return Response(t("http.error", self.lang_of(request)) + "\n", 500, media_type=PLAIN)
+
+    def index(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    def status_page(self, request: Request) -> Response:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        page = render_page(self.status_data(), self.lang_of(request),
+                           check_health(self.service, self.engine))
+        # no scripts at all; the old page's inline styles need 'unsafe-inline'
+        csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        return Response(page, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": csp})
+
+    def _metrics_denied(self, request: Request) -> Response | None:
+        if self.auth.open_metrics():
+            return None
+        if self.auth.session(request.cookies.get(COOKIE)) is not None or \
+                self.auth.check_authorization(request.headers.get("authorization")):
+            return None
+        return Response(t("http.login_needed", self.lang_of(request)) + "\n", 401,
+                        media_type=PLAIN, headers={"WWW-Authenticate": 'Basic realm="DropScribe"'})
+
+    def health(self, request: Request) -> Response:
+        if (denied := self._metrics_denied(request)) is not None:
+            return denied
+        ok, reasons, checks = check_health(self.service, self.engine)
+        body = {"status": "ok" if ok else "degraded", "reasons": reasons, "checks": checks}
+        return Response(json.dumps(body, ensure_ascii=False), 200 if ok else 503,
+                        media_type="application/json; charset=utf-8")
+
+    def metrics(self, request: Request) -> Response:
+        if (denied := self._metrics_denied(request)) is not None:
+            return denied
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- session ---------------------------------------------------------------------------
+    def _with_session(self, body: dict) -> JSONResponse:
+        cookie, csrf = self.auth.new_session()
+        resp = JSONResponse({**body, "logged_in": True, "csrf": csrf})
+        resp.set_cookie(COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True,
+                        samesite="strict", path="/")
+        return resp
+
+    def session(self, request: Request) -> Response:
+        """Who am I: a page load asks first. Without a login to check, a session at once."""
+        lang = self.lang_of(request)
+        body = {"auth_required": self.auth.required, "lang": lang}
+        current = self.auth.session(request.cookies.get(COOKIE))
+        if current is not None:
+            return JSONResponse({**body, "logged_in": True, "csrf": current["csrf"]})
+        if not self.auth.required:
+            return self._with_session(body)
+        return JSONResponse({**body, "logged_in": False})
+
+    async def login(self, request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        wait = self.auth.limiter.retry_after(client)
+        if wait:
+            resp = self.fail(request, 429, "http.login_limited", s=int(wait))
+            resp.headers["Retry-After"] = str(int(wait))
+            return resp
+        try:
+            data = json.loads(await request.body() or b"{}")
+            given = str(data.get("secret", "")) if isinstance(data, dict) else ""
+        except (ValueError, UnicodeDecodeError):
+            given = ""
+        if not self.auth.required or not given or not self.auth.check_secret(given):
+            self.auth.limiter.failed(client)
+            log.warning("web login failed from %s", client)
+            return self.fail(request, 401, "http.login_wrong")
+        self.auth.limiter.succeeded(client)
+        log.info("web login from %s", client)
+        return self._with_session({"auth_required": True, "lang": self.lang_of(request)})
+
+    def logout(self, request: Request) -> Response:
+        if (denied := self.denied(request, write=True)) is not None:
+            return denied
+        resp = JSONResponse({"logged_in": False})
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    def messages(self, request: Request) -> Response:
+        """Every text of the page in one language (i18n.py holds them all)."""
+        lang = self.lang_of(request)
+        return JSONResponse({"lang": lang, "messages": i18n.catalog(lang)},
+                            headers={"Cache-Control": "no-cache"})
+
+    # ---- reading ---------------------------------------------------------------------------
+    def models(self, request: Request) -> Response:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        known = sorted(catalog.known_models(self.settings.models_dir))
+        return JSONResponse({"models": known, "default": self.settings.models.default,
+                             "max_upload_mb": self.settings.http.max_upload_mb})
+
+    def overview(self, request: Request) -> Response:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        data = queueview.overview(self.settings, self.queue, self.lang_of(request), self.slots())
+        ok, reasons, _ = check_health(self.service, self.engine)
+        lang = self.lang_of(request)
+        problems = [t(f"health.{r.split(':', 1)[0]}", lang) + (
+            f" ({r.split('(', 1)[1]}" if "(" in r else "") for r in reasons]
+        data.update(healthy=ok, problems=problems)
+        return JSONResponse(data)
+
+    def history(self, request: Request) -> Response:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        q = request.query_params
+        try:
+            page = int(q.get("page", "1"))
+        except ValueError:
+            page = 1
+        return JSONResponse(queueview.history(
+            self.queue, self.lang_of(request), state=q.get("state") or None,
+            search=q.get("q", "")[:200], page=page))
+
+    def transcript(self, request: Request) -> Response:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        task_id = request.path_params["id"]
+        path = self._task_file(task_id, "json")
+        if path is None:
+            return self.fail(request, 404, "action.no_transcript", id=task_id)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        segments = [{"start": s.get("start"), "end": s.get("end"), "text": s.get("text", "")}
+                    for s in doc.get("segments") or []]
+        task = self.queue.get(task_id)
+        return JSONResponse({"id": task_id, "source": task.source if task else None,
+                             "language": doc.get("language"), "text": doc.get("text", ""),
+                             "segments": segments})
+
+    def download(self, request: Request) -> Response:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        task_id, fmt = request.path_params["id"], request.path_params["fmt"]
+        path = self._task_file(task_id, fmt) if fmt in outputs.OUTPUT_FORMATS else None
+        if path is None:
+            return self.fail(request, 404, "action.no_transcript", id=task_id)
+        media = {"json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt",
+                 "tsv": "text/tab-separated-values"}.get(fmt, "text/plain")
+        return FileResponse(path, media_type=f"{media}; charset=utf-8", filename=path.name)
+
+    def audio(self, request: Request) -> Response:
+        """The archived source (with HTTP ranges, so the player can seek to a segment)."""
+        if (denied := self.denied(request)) is not None:
+            return denied
+        task_id = request.path_params["id"]
+        task = self.queue.get(task_id)
+        path = None
+        if task is not None and task.source_state == "archived":
+            try:
+                path = outputs.safe_join(self.settings.archive, PurePosixPath(task.source))
+            except ValueError:
+                path = None
+        if path is None or not path.is_file() or path.is_symlink() or \
+                path.stat().st_size != task.size:  # " (2)": a later file of the same name
+            return self.fail(request, 404, "action.no_audio", id=task_id)
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media)
+
+    # ---- changing --------------------------------------------------------------------------
+    def _act(self, request: Request, do: Any) -> Response:
+        if (denied := self.denied(request, write=True)) is not None:
+            return denied
+        task_id = request.path_params["id"]
+        try:
+            do(task_id)
+        except actions.ActionError as err:
+            kw = dict(err.kw)
+            if "state" in kw:
+                kw["state"] = i18n.state_name(str(kw["state"]), self.lang_of(request))
+            return self.fail(request, err.status, err.key, **kw)
+        log.info("web: task %s %s", task_id, request.url.path.rsplit("/", 1)[-1])
+        return JSONResponse({"ok": True, "id": task_id})
+
+    def retry(self, request: Request) -> Response:
+        return self._act(request, lambda i: actions.retry(self.settings, self.writer(), i))
+
+    def cancel(self, request: Request) -> Response:
+        return self._act(request, lambda i: actions.cancel(self.writer(), i))
+
+    def upload_sidecar(self, query: Any) -> dict:
+        """The page's per-upload choices as the sidecar the inbox uses (ValueError if bad).
+
+        Keys the sidecar knows today are checked with its own model; chinese_script and
+        glossary are passed through for the sidecar validator to judge."""
+        data: dict[str, Any] = {}
+        for key in ("model", "language", "initial_prompt"):
+            if query.get(key):
+                data[key] = query[key]
+        if query.get("priority"):
+            try:
+                data["priority"] = int(query["priority"])
+            except ValueError:
+                raise ValueError("priority: must be a whole number") from None
+        try:
+            Sidecar.model_validate(data)
+        except ValidationError as err:
+            raise ValueError("; ".join(
+                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
+            ) from None
+        if data.get("model") and data["model"] not in catalog.known_models(
+                self.settings.models_dir):
+            raise ValueError(f"model: {data['model']!r} is not installed")
+        script = query.get("chinese_script", "")
+        if script:
+            if script not in ("simplified", "traditional"):
+                raise ValueError("chinese_script: simplified or traditional")
+            data["chinese_script"] = script
+        glossary = [w.strip() for w in query.get("glossary", "").replace("，", ",")
+                    .replace("\n", ",").split(",") if w.strip()]
+        if glossary:
+            if len(glossary) > 200 or any(len(w) > 100 for w in glossary):
+                raise ValueError("glossary: at most 200 terms of 100 characters")
+            data["glossary"] = glossary
+        return data
+
+    async def upload(self, request: Request) -> Response:
+        """PUT /api/upload?name=<relative path>&model=…: the body is the file itself."""
+        if (denied := self.denied(request, write=True)) is not None:
+            return denied
+        q = request.query_params
+        try:
+            rel = self.uploads.clean(q.get("name", ""))
+            sidecar = self.upload_sidecar(q)
+        except UploadError as err:
+            return self.fail(request, err.status, err.key, **err.kw)
+        except ValueError as err:
+            return self.fail(request, 400, "upload.bad_option", problem=str(err))
+        length = request.headers.get("content-length")
+        declared = int(length) if length and length.isdigit() else None
+
+        async def chunks():  # noqa: ANN202 - an async generator of body chunks
+            stream = request.stream().__aiter__()
+            while True:
+                try:
+                    with anyio.fail_after(UPLOAD_IDLE_SECONDS):
+                        chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    return
+                if chunk:
+                    yield chunk
+
+        try:
+            placed = await self.uploads.receive(rel, chunks(), sidecar, declared)
+        except UploadError as err:
+            return self.fail(request, err.status, err.key, **err.kw)
+        except (ClientDisconnect, TimeoutError):
+            log.info("web upload of %s interrupted; nothing was kept", rel)
+            return self.fail(request, 400, "upload.incomplete")
+        return JSONResponse({"ok": True, "source": placed.source, "size": placed.size})
+
+
+def _in_outbox(settings: Settings, path: Path) -> bool:
+    """A recorded output path is served only if the outputs' own rules place it in the outbox
+    (no '..', no symlinked folder leading out)."""
+    try:
+        rel = path.relative_to(settings.outbox)
+        return outputs.safe_join(settings.outbox, rel.as_posix()) == path and \
+            not path.is_symlink()
+    except ValueError:  # not under the outbox at all, or UnsafePathError
+        return False

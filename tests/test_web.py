@@ -1,4 +1,4 @@
-"""The HTTP endpoint against a real running service: /health, /metrics, the status page.
+"""The HTTP endpoint against a real running service: /health, /metrics, the /status page.
 
 Real parts: the service (in-process `runner.Service`, and once as `python app.py` in a child
 process), a real SQLite file, the real watchdog observer, real sockets on 127.0.0.1. The GPUs
@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,14 @@ def base_settings(folder: Path, **extra: dict) -> Path:
     return write_settings(folder, data)
 
 
-def get(url: str, method: str = "GET") -> tuple[int, dict, bytes]:
+def get(url: str, method: str = "GET") -> tuple[int, Message, bytes]:
+    """(status, headers — looked up case-insensitively, as HTTP says —, body)."""
     req = urllib.request.Request(url, method=method)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
+            return r.status, r.headers, r.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, err.headers, err.read()
 
 
 def free(port: int) -> bool:
@@ -134,7 +136,7 @@ def test_health_ok_then_degraded_when_the_watcher_stops(running) -> None:
         assert code == 503 and data["status"] == "degraded"
         assert data["checks"]["watcher"] is False
         assert [r for r in data["reasons"] if r.startswith("watcher")], data
-        page = get(url + "/")[2].decode()
+        page = get(url + "/status")[2].decode()
         assert "Something needs attention" in page and "folder watcher is not running" in page
         metrics = get(url + "/metrics")[2].decode()
         assert "dropscribe_healthy 0.0" in metrics
@@ -197,7 +199,7 @@ def test_metrics_use_a_registry_of_their_own(running) -> None:
 # ---- the status page ----------------------------------------------------------------------------
 def test_status_page_shows_everything_and_escapes_file_names(running) -> None:
     _, q, ids, url = running
-    code, headers, body = get(url + "/")
+    code, headers, body = get(url + "/status")
     assert code == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
     assert "script-src" not in headers["Content-Security-Policy"]  # no scripts at all
     page = body.decode()
@@ -214,7 +216,7 @@ def test_status_page_shows_everything_and_escapes_file_names(running) -> None:
     assert "GPU 0 · Simulated GPU" in page and f"used 3000 / {SIM_GPUS[0]} MiB" in page
     assert "x.mp3" in page and "not an audio or video file" in page
 
-    zh = get(url + "/?lang=zh-CN")[2].decode()
+    zh = get(url + "/status?lang=zh-CN")[2].decode()
     assert '<html lang="zh-CN">' in zh
     for word in ("服务正在运行", "等待", "已完成", "失败", "正在转写", "最近的失败"):
         assert word in zh, word
@@ -228,19 +230,19 @@ def test_routes_methods_and_errors(running, monkeypatch, caplog) -> None:
     code, headers, body = get(url + "/health", method="HEAD")
     assert code == 200 and body == b"" and int(headers["Content-Length"]) > 0
     code, headers, _ = get(url + "/health", method="POST")
-    assert code == 405 and headers["Allow"] == "GET, HEAD"
+    assert code == 405 and set(headers["Allow"].split(", ")) == {"GET", "HEAD"}
 
     def boom() -> dict:
         raise RuntimeError("page exploded")
 
     monkeypatch.setattr(service.web, "status_data", boom)
     with caplog.at_level(logging.ERROR, logger="service.web"):
-        code, headers, body = get(url + "/")
+        code, headers, body = get(url + "/status")
     assert code == 500 and headers["Content-Type"].startswith("text/plain")
     assert b"Internal error" in body and b"exploded" not in body  # no traceback to the client
     assert "page exploded" in caplog.text
     monkeypatch.undo()
-    assert get(url + "/health")[0] == 200 and get(url + "/")[0] == 200  # still serving
+    assert get(url + "/health")[0] == 200 and get(url + "/status")[0] == 200  # still serving
 
 
 def test_bound_to_localhost_by_default(running) -> None:
@@ -286,7 +288,7 @@ def test_web_server_stops_and_frees_its_port(tmp_path: Path) -> None:
     code, _, body = get(f"http://127.0.0.1:{web.port}/health")
     assert code == 503 and {r.split(":")[0] for r in json.loads(body)["reasons"]} == {
         "watcher", "scheduler"}
-    assert get(f"http://127.0.0.1:{web.port}/")[0] == 200
+    assert get(f"http://127.0.0.1:{web.port}/status")[0] == 200
     web.stop()
     assert free(web.port)  # no listener left behind
 
@@ -315,7 +317,7 @@ def test_service_process_reports_its_port_in_the_heartbeat(tmp_path: Path) -> No
         q = TaskQueue(db.make_engine(settings.database_url))
         wait_for(lambda: q.counts()["failed"] == 1, timeout=60)
         q.engine.dispose()
-        page = get(f"http://127.0.0.1:{p}/")[2].decode()
+        page = get(f"http://127.0.0.1:{p}/status")[2].decode()
         assert '<html lang="zh-CN">' in page and "服务正在运行" in page
         assert "&lt;script&gt;alert(1)&lt;script&gt;.mp3" in page and "<script" not in page
         out = subprocess.run(
@@ -378,3 +380,53 @@ def test_many_concurrent_clients_while_tasks_run(tmp_path: Path, models_dir: Pat
     finally:
         code = svc.stop()
     assert code == 0, svc.output()[-3000:]
+
+
+# ---- transcripts and audio through the page's API -----------------------------------------------
+def test_transcripts_downloads_and_audio_only_from_their_folders(tmp_path: Path) -> None:
+    from tests.web import Client, bare_server
+
+    web = bare_server(tmp_path / "svc")
+    try:
+        cfg = web.settings
+        outside = tmp_path / "secret.txt"
+        outside.write_text("private", encoding="utf-8")
+        out_dir = cfg.outbox / "团队"
+        out_dir.mkdir(parents=True)
+        doc = {"text": " Hello there.", "language": "en",
+               "segments": [{"start": 0.0, "end": 1.5, "text": " Hello there."}]}
+        (out_dir / "会议.json").write_text(json.dumps(doc), encoding="utf-8")
+        (out_dir / "会议.srt").write_text("1\n00:00:00,000 --> 00:00:01,500\nHello\n", "utf-8")
+        (cfg.outbox / "link.txt").symlink_to(outside)
+        q = TaskQueue(db.make_engine(cfg.database_url))
+        ok = q.enqueue(NewTask(source="团队/会议.wav", size=4000, mtime_ns=1, model="tiny.en"))
+        bad = q.enqueue(NewTask(source="x.wav", size=1, mtime_ns=1, model="tiny.en"))
+        for task, outs in ((ok, [out_dir / "会议.json", out_dir / "会议.srt"]),
+                           (bad, [outside, cfg.outbox / "link.txt"])):
+            q.claim(task.id, "w:1", 60, device="cpu")
+            q.start_processing(task.id, "w:1", load_seconds=0)
+            q.complete(task.id, "w:1", outputs=[str(p) for p in outs], transcribe_seconds=1)
+        (cfg.archive / "团队").mkdir(parents=True)
+        (cfg.archive / "团队" / "会议.wav").write_bytes(bytes(range(200)) * 20)
+        q.set_source_state(ok.id, "archived")
+        q.engine.dispose()
+
+        c = Client(f"http://127.0.0.1:{web.port}")
+        c.session()
+        code, data = c.json("GET", f"/api/tasks/{ok.id}/transcript")
+        assert code == 200 and data["segments"] == [{"start": 0.0, "end": 1.5,
+                                                    "text": " Hello there."}]
+        code, headers, body = c.request("GET", f"/api/tasks/{ok.id}/download/srt")
+        assert code == 200 and body.startswith(b"1\n00:00:00,000")
+        assert "attachment" in headers["content-disposition"]
+        assert "%E4%BC%9A%E8%AE%AE.srt" in headers["content-disposition"]  # 会议.srt, UTF-8
+        code, headers, body = c.request("GET", f"/api/tasks/{ok.id}/audio",
+                                        headers={"Range": "bytes=100-199"})
+        assert code == 206 and body == (bytes(range(200)) * 20)[100:200]  # the player can seek
+        for path in (f"/api/tasks/{bad.id}/download/txt", f"/api/tasks/{bad.id}/transcript",
+                     f"/api/tasks/{bad.id}/audio", f"/api/tasks/{ok.id}/download/vtt",
+                     "/api/tasks/999/transcript"):
+            code, _, body = c.request("GET", path)
+            assert code == 404 and b"private" not in body, path
+    finally:
+        web.stop()
