@@ -248,7 +248,8 @@ def _format_error(err: ValidationError) -> str:
         if e["type"] == "literal_error":
             msg = msg.replace("Input should be", "allowed values are")
         if e["type"] == "value_error" and isinstance(e.get("input"), dict):
-            lines.append(str(e["ctx"]["error"]))  # a section's own check: its sentence says all
+            sentence = str(e["ctx"]["error"])  # a section's own check: its sentence says all
+            lines.append(sentence if sentence.startswith(key) else f"{key}: {sentence}")
         elif key.endswith(("password", "token")):  # never echo a secret into a log
             lines.append(f"{key}: {msg}")
         else:

@@ -53,6 +53,15 @@ ProgressCallback = Callable[[float], None]
 _DOWNLOAD_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError)
 
 
+STALL_WINDOWS = 50
+STUCK_MESSAGE = ("Whisper stopped advancing through the audio (it decoded the same window 50 "
+                 "times); the task was stopped instead of running forever.")
+
+
+class EngineStuck(RuntimeError):
+    """openai-whisper's decoding loop no longer advances (seek does not move)."""
+
+
 class ModelNotAvailable(Exception):
     """The requested model cannot be loaded; the message tells the user what to put where.
 
@@ -144,7 +153,9 @@ def transcribe(model: whisper.Whisper, audio: np.ndarray, *, language: str | Non
     if samples.ndim != 1:
         raise ValueError(f"expected mono audio (1-D samples), got shape {samples.shape}")
     use_fp16 = bool(fp16) and model.device.type == "cuda"  # fp16 on CPU only logs a warning
-    with _progress_hook(progress):
+    if isinstance(options.get("clip_timestamps"), list):
+        options["clip_timestamps"] = clips_within(options["clip_timestamps"], len(samples))
+    with _progress_hook(progress or _ignore):  # always installed: it also detects a stall
         result = model.transcribe(samples, verbose=None, language=language, task=task,
                                   initial_prompt=initial_prompt, fp16=use_fp16, **options)
     if progress is not None:
@@ -199,6 +210,23 @@ def language_warning(model_name: str, multilingual: bool, language: str | None) 
     return (f"The model {model_name} only knows English, but the language {language!r} was "
             f"asked for: the transcript is English (or a guess in English letters). Use a "
             f"multilingual model such as {model_name.removesuffix('.en')}.")
+
+
+HOP_LENGTH = 160  # whisper.audio.HOP_LENGTH: samples per mel frame (100 frames per second)
+
+
+def clips_within(clips: Sequence[float], n_samples: int) -> list[float]:
+    """Clip times whisper can seek to: inside the mel frames it has, on frame boundaries, no
+    empty clip. A clip ending even one frame past the audio (VAD ends at the last sample)
+    makes openai-whisper loop forever on a zero-length window (openai/whisper#2005)."""
+    frames = n_samples // HOP_LENGTH
+    out: list[float] = []
+    for start, end in zip(clips[::2], clips[1::2], strict=True):
+        a = min(max(0, round(start * 100)), frames)
+        b = min(max(0, round(end * 100)), frames)
+        if b > a:
+            out += [a / 100, b / 100]
+    return out or [0.0, frames / 100]
 
 
 # --------------------------------------------------------------------------- loading helpers
@@ -309,12 +337,16 @@ def _place(model: whisper.Whisper, device: str) -> whisper.Whisper:
 # --------------------------------------------------------------------------- progress hook
 
 
+def _ignore(_fraction: float) -> None:
+    return None
+
+
 def _progress_module(callback: ProgressCallback) -> types.SimpleNamespace:
     """A stand-in for the ``tqdm`` module whisper.transcribe uses, reporting to callback."""
 
     class _Bar:
         def __init__(self, *args: Any, total: float | None = None, **kwargs: Any) -> None:
-            self.total, self.n, self.last = total or 0, 0.0, 0.0
+            self.total, self.n, self.last, self.stalled = total or 0, 0.0, 0.0, 0
 
         def __enter__(self) -> _Bar:
             return self
@@ -323,6 +355,11 @@ def _progress_module(callback: ProgressCallback) -> types.SimpleNamespace:
             return None
 
         def update(self, n: float = 1) -> None:
+            # whisper's loop calls update once per window with how far it moved; never moving
+            # again means it is stuck on one window (a known openai-whisper failure)
+            self.stalled = self.stalled + 1 if n <= 0 else 0
+            if self.stalled >= STALL_WINDOWS:
+                raise EngineStuck(STUCK_MESSAGE)
             self.n += n
             if self.total > 0:
                 value = min(1.0, max(self.last, self.n / self.total))

@@ -120,6 +120,8 @@ def classify(err: BaseException) -> tuple[str, str, bool, bool]:
         return "model_missing", str(err), False, False
     if isinstance(err, audio.NotAudioError):
         return "not_audio", str(err), False, False
+    if isinstance(err, engine.EngineStuck):  # the seed is fixed: a retry would stall again
+        return "engine_stuck", str(err), False, False
     if _is_oom(err):
         msg = "The GPU ran out of memory; the task will wait and retry."
         return "out_of_memory", msg, True, True

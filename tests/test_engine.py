@@ -242,3 +242,39 @@ def test_importing_service_modules_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_clips_are_kept_inside_the_audio_frames() -> None:
+    from service.engine import clips_within
+
+    n = 16000 * 2 + 37  # 2.0023 s: 200 whole mel frames
+    assert clips_within([0.0, 2.0023], n) == [0.0, 2.0]
+    assert clips_within([0.5, 1.0, 1.9, 5.0], n) == [0.5, 1.0, 1.9, 2.0]
+    assert clips_within([2.5, 3.0], n) == [0.0, 2.0]  # nothing left: the whole file
+    assert clips_within([1.0, 1.001], n) == [0.0, 2.0]
+
+
+def test_a_clip_ending_at_the_last_sample_does_not_hang(tiny_en_model: whisper.Whisper,
+                                                       tmp_path: Path) -> None:
+    """VAD regions end at the last sample; whisper then looped forever on a zero-length
+    window (found by a service test that never finished)."""
+    from tests.speech import speak_wav, speech_16k
+
+    x = speech_16k(speak_wav("Meeting number 2 starts at nine.", tmp_path / "m.wav"))
+    result = engine.transcribe(tiny_en_model, x, language="en", task="transcribe",
+                               initial_prompt=None, fp16=False, progress=None,
+                               clip_timestamps=[0.0, len(x) / 16000])
+    assert "meeting" in result["text"].lower()
+
+
+def test_a_stalled_decoding_loop_is_stopped() -> None:
+    from service.engine import STALL_WINDOWS, EngineStuck, _progress_module
+
+    bar = _progress_module(lambda _f: None).tqdm(total=100)
+    bar.update(10)
+    for _ in range(STALL_WINDOWS - 1):
+        bar.update(0)
+    bar.update(5)  # moving again resets the count
+    with pytest.raises(EngineStuck, match="stopped advancing"):
+        for _ in range(STALL_WINDOWS):
+            bar.update(0)

@@ -376,7 +376,18 @@ def test_many_concurrent_clients_while_tasks_run(tmp_path: Path, models_dir: Pat
         assert svc.proc.poll() is None, svc.output()[-3000:]
         codes = [c for r in results for c in r]
         assert len(codes) >= 8 * 20 and set(codes) == {200}, sorted(set(codes))
-        wait_for(lambda: [t.status for t in svc.tasks()] == ["completed"] * 3, timeout=300)
+        def settled() -> list:
+            rows = svc.tasks()
+            return rows if len(rows) == 3 and all(
+                t.status in ("completed", "failed") for t in rows) else []
+
+        try:
+            rows = wait_for(settled, timeout=300)
+        except AssertionError:
+            rows = [(t.source, t.status, t.error_message) for t in svc.tasks()]
+            raise AssertionError(rows, svc.output()[-2000:]) from None
+        assert [t.status for t in rows] == ["completed"] * 3, [
+            (t.source, t.status, t.error_message) for t in rows]
     finally:
         code = svc.stop()
     assert code == 0, svc.output()[-3000:]
