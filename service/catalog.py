@@ -6,6 +6,8 @@ estimates; importing whisper there would cost ~300 MB and 1.5 s for nothing.
 
 from __future__ import annotations
 
+import importlib.util
+from functools import lru_cache
 from pathlib import Path
 
 # name → (parameters in millions, VRAM in MiB from openai-whisper's README table)
@@ -47,3 +49,25 @@ def default_vram_mb(name: str) -> int:
         if official in name:
             return OFFICIAL[official][1]
     return OFFICIAL["large"][1]
+
+
+@lru_cache(maxsize=1)
+def _whisper_languages() -> tuple[frozenset[str], frozenset[str]]:
+    """openai-whisper's own language table (codes, names), read from whisper/tokenizer.py
+    without importing the whisper package (which would import torch into the parent)."""
+    spec = importlib.util.find_spec("whisper")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
+    mod_spec = importlib.util.spec_from_file_location("_dropscribe_whisper_tokenizer", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return frozenset(module.LANGUAGES), frozenset(module.TO_LANGUAGE_CODE)
+
+
+def known_language(language: str) -> bool:
+    """Does Whisper know this language (a code like "zh" or a name like "chinese")? Checked at
+    admission: an unknown one would otherwise fail every attempt of the task."""
+    codes, names = _whisper_languages()
+    return language.lower() in codes or language.lower() in names
+
+
