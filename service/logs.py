@@ -7,7 +7,22 @@ import logging.handlers
 import sys
 from pathlib import Path
 
+from .fsops import display
+
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class EscapeArgs(logging.Filter):
+    """File names reach the log as arguments: escape their control characters (a newline
+    would forge a log line, ESC sequences would drive the terminal) and undecodable bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(display(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: display(v) if isinstance(v, str) else v
+                           for k, v in record.args.items()}
+        return True
 
 
 def setup(log_dir: Path, *, console: bool = True, level: int = logging.INFO) -> Path:
@@ -27,6 +42,7 @@ def setup(log_dir: Path, *, console: bool = True, level: int = logging.INFO) -> 
         handlers.append(logging.StreamHandler(sys.stderr))
     for h in handlers:
         h.setFormatter(logging.Formatter(FORMAT))
+        h.addFilter(EscapeArgs())
         h._dropscribe = True  # type: ignore[attr-defined]
         root.addHandler(h)
     for noisy in ("apscheduler", "watchdog", "alembic", "sqlalchemy"):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 # Path rules live in fsops (one place for every folder); re-exported for existing callers.
-from .fsops import UnsafePathError, ensure_inside, output_dir_for, safe_join  # noqa: F401
+from .fsops import UnsafePathError, fit_name, output_dir_for, safe_join  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,8 @@ def write_transcripts(
     ``result`` is openai-whisper's ``transcribe()`` dict. Every format is rendered and fsynced
     to a temp file before any is renamed into place, so a failure (in any writer, a full disk)
     leaves the previous set exactly as it was and no temp behind. Re-running replaces the
-    same files. Formats not requested this time are left alone. A stale ``<stem>.error.txt``
-    from an earlier failed attempt is removed on success.
+    same files. Formats not requested this time are left alone. (The parent removes a stale
+    ``<file name>.error.txt`` when it settles the success: outcome.settle.)
     """
     fmts = _check_formats(formats)
     _check_stem(stem)
@@ -249,9 +249,6 @@ def write_transcripts(
             _unlink_quietly(tmp)
         raise
     _commit(pairs)
-    stale = out_dir / f"{stem}.error.txt"
-    if stale.exists():
-        _unlink_quietly(stale)
     written = [final for _tmp, final in pairs]
     log.info("wrote %s", ", ".join(p.name for p in written))
     return written
@@ -321,6 +318,7 @@ def free_stem(out_dir: Path, stem: str, taken: set[str] = frozenset()) -> str:
     failure the user fixes the file and drops it again, and its transcript belongs there.
     """
     _check_stem(stem)
+    stem = fit_name(stem, len(" (9999).json"))  # a 250-byte source name still gets transcripts
     for n in range(1, 10_000):
         candidate = stem if n == 1 else f"{stem} ({n})"
         if candidate not in taken and not any(

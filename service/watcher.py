@@ -33,6 +33,10 @@ from .tasks import NewTask, TaskQueue
 log = logging.getLogger(__name__)
 
 
+class _NotYet(Exception):
+    """Admission must wait: an open task holds an older version of the same file name."""
+
+
 @dataclass
 class _Candidate:
     size: int
@@ -185,6 +189,8 @@ class InboxWatcher:
             self._forget(path)
             try:
                 task = self.admit(path, st.st_size, st.st_mtime_ns)
+            except _NotYet:
+                continue  # not marked admitted: the next rescan offers it again
             except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
                 task = self._record_unexpected(path, st.st_size, st.st_mtime_ns, err)
                 if task is None:
@@ -210,6 +216,10 @@ class InboxWatcher:
         if not fsops.storable(rel):
             return self._reject_name(path, rel, size, mtime_ns)
         if self.queue.is_known(rel, size, mtime_ns):
+            if not self.queue.knows_version(rel, size, mtime_ns):
+                # Another version of this name is still open (it was overwritten while being
+                # transcribed): look again once that task has settled.
+                raise _NotYet
             return None
         cfg = self.settings
         known = catalog.known_models(cfg.models_dir)

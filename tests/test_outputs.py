@@ -222,14 +222,6 @@ def test_creates_folders_and_reruns_replace_the_same_files(tmp_path: Path) -> No
     assert (out / f"{STEM}.txt").read_text(encoding="utf-8").startswith("second run")
 
 
-def test_success_removes_a_stale_error_report(tmp_path: Path) -> None:
-    report = write_error_report(tmp_path, STEM, source_name="x.mp3", message="boom",
-                                attempts=1, when=datetime.now(timezone.utc))
-    assert report.exists()
-    write_transcripts(make_result(), tmp_path, STEM, ["txt"], META)
-    assert not report.exists()
-
-
 def _fail_on_call(monkeypatch: pytest.MonkeyPatch, n: int) -> list[str]:
     """Make the n-th format rendered fail, after it has written part of its temp file."""
     real = outputs._render

@@ -77,7 +77,7 @@ def test_drop_files_get_transcripts_history_and_archive(service: ServiceProcess,
     bad = by["broken.mp3"]
     assert bad.status == "failed" and bad.error_kind == "not_audio"
     assert (s.failed / "broken.mp3").is_file()
-    report = (s.outbox / "broken.error.txt").read_text(encoding="utf-8")
+    report = (s.outbox / "broken.mp3.error.txt").read_text(encoding="utf-8")
     assert "broken.mp3" in report and "not an audio or video file" in report
 
     history = app(service.settings_path, "sql",
@@ -124,7 +124,7 @@ def test_missing_model_fails_with_instructions_and_does_not_spin(
         assert svc.stop() == 0
     assert row.error_kind == "model_missing" and row.attempts == 1
     assert "small.pt" in row.error_message and "models import" in row.error_message
-    report = (svc.settings.outbox / "small" / "x.error.txt").read_text(encoding="utf-8")
+    report = (svc.settings.outbox / "small" / "x.wav.error.txt").read_text(encoding="utf-8")
     assert "small.pt" in report
 
 
