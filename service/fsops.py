@@ -202,14 +202,14 @@ def check_source(root: Path | str, path: Path | str) -> os.stat_result:
 
 def free_name(target: Path) -> Path:
     """``target``, or ``stem (2).ext``, ``stem (3).ext`` … — the first name not taken (no link,
-    file or folder of that name, even a dangling link), kept under NAME_MAX."""
+    file or folder of that name, even a dangling link); a numbered name is kept under NAME_MAX
+    by shortening the stem."""
+    if not os.path.lexists(target):
+        return target
     suffix = target.suffix
     stem = fit_name(target.stem, len(suffix.encode("utf-8", "surrogateescape")) + 7)
-    if stem == target.stem and not os.path.lexists(target):
-        return target
-    for n in range(1 if stem != target.stem else 2, 10_000):
-        name = f"{stem}{suffix}" if n == 1 else f"{stem} ({n}){suffix}"
-        candidate = target.with_name(name)
+    for n in range(2, 10_000):
+        candidate = target.with_name(f"{stem} ({n}){suffix}")
         if not os.path.lexists(candidate):
             return candidate
     raise FileExistsError(f"no free name for {target}")

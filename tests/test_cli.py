@@ -60,7 +60,8 @@ def test_retry_brings_a_failed_file_back_from_failed_folder(env) -> None:
     q.claim(tid, "h:1", 60)
     row = q.fail(tid, "h:1", "error", "boom", retryable=False, backoff_seconds=0)
     outcome.settle(s, q, row)
-    assert (s.failed / "会议 记录.wav").is_file() and (s.outbox / "会议 记录.wav.error.txt").is_file()
+    assert (s.failed / "会议 记录.wav").is_file()
+    assert (s.outbox / "会议 记录.wav.error.txt").is_file()
     out = app(path, "retry", str(tid))
     assert out.returncode == 0, out.stderr
     row = q.get(tid)
