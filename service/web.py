@@ -61,9 +61,8 @@ def check_health(service: Any, engine: Any) -> tuple[bool, list[str], dict]:
         checks["database"] = False
         reasons.append(f"database: unreachable ({type(err).__name__}: {err})"[:300])
     storage = getattr(service, "storage_problems", None)
-    problems = storage() if callable(storage) else []
-    checks["storage"] = not problems
-    reasons.extend(problems)  # a deleted inbox, a deleted or damaged database (issue 15.6)
+    if callable(storage):  # a deleted inbox, a deleted or damaged database (issue 15.6)
+        reasons.extend(storage())
     backend = getattr(service, "backend", None)
     if backend is None:
         checks["gpu"] = "cpu"
