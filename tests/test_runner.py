@@ -26,8 +26,9 @@ def settings(tmp_path: Path):
 
 
 def corrupt(path: Path) -> None:
-    """Fill the tasks table, then overwrite its pages (not the header): the file still opens and
-    migrations still pass, but the data is damaged — what a failing disk leaves."""
+    """Damage the pages of the index on tasks.source (what a failing disk can leave): the file
+    still opens, migrations and the start-up queries still pass, but every new file's lookup
+    fails — the service used to run on with /health ok."""
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=DELETE")
     for i in range(300):
@@ -37,11 +38,15 @@ def corrupt(path: Path) -> None:
             " VALUES (?, 1, 1, 'tiny.en', 'transcribe', 0, '{}', 'completed', 1, 0, 3, 1.0,"
             " '2026-01-01 00:00:00', 'archived')", (f"file {i} " + "x" * 200 + ".wav",))
     conn.commit()
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = [n for (n,) in conn.execute(
+        "SELECT pageno FROM dbstat WHERE name = 'ix_tasks_source' AND pagetype = 'leaf'")]
     conn.close()
+    assert pages
     data = bytearray(path.read_bytes())
-    page = 4096
-    for offset in range(3 * page, min(len(data), 12 * page), page):
-        data[offset + 100: offset + 600] = b"\xa5" * 500
+    for n in pages:
+        start = (n - 1) * page_size
+        data[start: start + 64] = b"\xa5" * 64  # the b-tree page header and cell pointers
     path.write_bytes(bytes(data))
 
 
