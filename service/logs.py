@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 
@@ -18,11 +19,18 @@ class EscapeArgs(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(display(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_escaped(a) for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: display(v) if isinstance(v, str) else v
-                           for k, v in record.args.items()}
+            record.args = {k: _escaped(v) for k, v in record.args.items()}
         return True
+
+
+def _escaped(value: object) -> object:
+    if isinstance(value, str):
+        return display(value)
+    if isinstance(value, os.PathLike):
+        return display(os.fspath(value)) if isinstance(os.fspath(value), str) else value
+    return value
 
 
 def setup(log_dir: Path, *, console: bool = True, level: int = logging.INFO) -> Path:
@@ -35,7 +43,8 @@ def setup(log_dir: Path, *, console: bool = True, level: int = logging.INFO) -> 
             root.removeHandler(h)
     handlers: list[logging.Handler] = [
         logging.handlers.RotatingFileHandler(
-            path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
+            path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8",
+            errors="backslashreplace",  # a traceback naming an undecodable file still logs
         )
     ]
     if console:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
@@ -308,6 +309,8 @@ class InboxWatcher:
         shown = fsops.display(str(path))
         log.error("could not record %s: %s", shown,
                   fsops.display("".join(traceback.format_exception_only(err)).strip()))
+        if isinstance(err, SQLAlchemyError):  # the database, not the file: look again later
+            return None
         try:
             rel = rel_source(self.inbox, path)
             if not fsops.storable(rel):
