@@ -28,6 +28,9 @@ HINTS = {
     "model_missing": "Put the model file where the message says, then copy the audio into the "
     "inbox again.",
     "too_long": "Split the recording into shorter parts, or raise transcribe.max_audio_seconds.",
+    "link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
+    "bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it into "
+    "the inbox again.",
 }
 
 

@@ -3,7 +3,9 @@
 A candidate becomes a task only after its size and mtime stayed the same for
 `watcher.stable_seconds` (a file still being copied is never started early, never dropped).
 Then it is probed (is it audio? how long?) and enqueued — or recorded as failed with a plain
-reason. Exceptions never stop the watching: they are logged and the next tick goes on.
+reason. Every file seen ends as a row: a link, a name that is not UTF-8, a bad or blocking
+sidecar, even an unexpected error while probing are recorded as failed with the reason (only a
+database error waits for the next rescan). Exceptions never stop the watching.
 """
 
 from __future__ import annotations
@@ -232,7 +234,7 @@ class InboxWatcher:
         failure: tuple[str, str] | None = None
         options: dict = {}
         if path.is_symlink():  # the worker never reads through a link (it could point anywhere)
-            failure = ("not_audio", self._say("admit.link"))
+            failure = ("link", self._say("admit.link"))
         elif has_sidecar(path):
             side = sidecar_of(path)
             try:

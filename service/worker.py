@@ -153,7 +153,12 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
 
     # Never through a link: the file (or its folder) may have been swapped for one pointing at
     # a private file since the task was recorded. Checked before and after decoding.
-    before = fsops.check_source(job.inbox, job.source_path) if job.inbox else None
+    before = None
+    if job.inbox:
+        try:
+            before = fsops.check_source(job.inbox, job.source_path)
+        except FileNotFoundError:
+            pass  # decoding says "no longer there" in plain words
     digest = _Sha256(Path(job.source_path))  # reads the file while the model works: no wall time
     samples = audio.decode(Path(job.source_path))
     if before is not None:

@@ -179,7 +179,7 @@ def test_a_link_dropped_into_the_inbox_is_refused_with_a_reason(
     watched.inbox.mkdir(parents=True, exist_ok=True)
     (watched.inbox / "talk.wav").symlink_to(private)
     row = rows_for(watched, 1)["talk.wav"]
-    assert (row.status, row.error_kind) == (FAILED, "not_audio") and "link" in row.error_message
+    assert (row.status, row.error_kind) == (FAILED, "link") and "link" in row.error_message
     assert private.is_file()  # the target is untouched; the link itself moved to failed/
     assert wait_for(lambda: os.path.islink(watched.settings.failed / "talk.wav"), timeout=10)
 
