@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import stat
+import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ NAME_MAX_BYTES = 255  # Linux, macOS; NTFS allows 255 UTF-16 units, which is nev
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class UnsafePathError(ValueError):
@@ -79,14 +81,15 @@ def fit_name(stem: str, reserve: int) -> str:
 
 
 def display(text: str) -> str:
-    """A name as a person may safely see it: control characters (newlines, terminal escapes)
-    and undecodable bytes written as escapes, so a file name cannot forge a log line."""
+    """A name as a person may safely see it: control and format characters (newlines, terminal
+    escapes, right-to-left overrides) and undecodable bytes written as escapes, so a file name
+    cannot forge a log line or a table row. Ordinary text (Chinese included) is unchanged."""
     out = []
     for ch in text:
         code = ord(ch)
         if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
             out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xD800 <= code <= 0xDFFF:
+        elif unicodedata.category(ch) in _UNSAFE_CATEGORIES:
             out.append(ch.encode("unicode_escape").decode("ascii"))
         else:
             out.append(ch)

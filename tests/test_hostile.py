@@ -126,7 +126,7 @@ def test_a_backslash_in_a_posix_name_moves_only_that_file(watched: Running) -> N
     wait_for(lambda: (failed / "team\\talk.wav").is_file(), timeout=10)
     assert (inbox / "team" / "talk.wav").is_file() and (inbox / "team" / "talk.wav.json").is_file()
     assert not (failed / "team").exists()
-    assert (watched.settings.outbox / "team\\talk.wav.error.txt").is_file()
+    assert wait_for((watched.settings.outbox / "team\\talk.wav.error.txt").is_file, timeout=10)
     watched.watcher.rescan()  # a restart's first scan: no new row for the odd file
     watched.watcher.check()
     assert len(watched.tasks()) == 2
