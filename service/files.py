@@ -62,5 +62,8 @@ def move_source(inbox: Path, rel: str, dest_root: Path) -> Path | None:
         return None
     side = sidecar_of(src)
     if os.path.lexists(side):
-        move_no_overwrite(side, sidecar_of(target))
+        try:
+            move_no_overwrite(side, sidecar_of(target))
+        except FileNotFoundError:
+            pass  # another node settling the same task took it along just now
     return target

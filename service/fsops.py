@@ -218,24 +218,21 @@ def free_name(target: Path) -> Path:
     raise FileExistsError(f"no free name for {target}")
 
 
-def _copy_then_link(src: Path, target: Path) -> None:
-    """Across disks: copy to a temp name in the target folder, fsync, check the size, then
-    link it to its final name (fails if taken) — a full disk never leaves a truncated copy."""
-    tmp = target.with_name(f".{fit_name(target.name, 30)}.{secrets.token_hex(6)}.tmp")
+def _copy_verified(src: Path, tmp: Path) -> None:
+    """Copy to a new temp file, fsynced and checked for size — a full disk never leaves a
+    truncated file (the caller gives it its final name only after this)."""
     try:
         with open(src, "rb") as fin, open(tmp, "xb") as fout:
             shutil.copyfileobj(fin, fout, 1024 * 1024)
             fout.flush()
             os.fsync(fout.fileno())
         if os.path.getsize(tmp) != os.path.getsize(src):
-            raise OSError(errno.EIO, "the copy is incomplete", str(target))
+            raise OSError(errno.EIO, "the copy is incomplete", str(tmp))
         shutil.copystat(src, tmp)
-        _link_no_overwrite(tmp, target)
-    finally:
-        try:
+    except BaseException:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        raise
 
 
 def _link_no_overwrite(src: Path, target: Path) -> None:
@@ -251,23 +248,55 @@ def _link_no_overwrite(src: Path, target: Path) -> None:
         os.rename(src, target)
 
 
-def move_no_overwrite(src: Path, target: Path) -> Path:
-    """Move the file ``src`` to ``target`` or the next free name; never overwrites, never leaves
-    a partial file under a final name. Returns where it went."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _claim_name(folder: Path, name: str) -> Path:
+    return folder / f".{fit_name(name, 30)}.{secrets.token_hex(6)}.moving"
+
+
+def _give_final_name(tmp: Path, target: Path) -> Path:
+    """Link ``tmp`` to the first free name from ``target`` on (never overwriting), then drop
+    the temp name."""
     for _ in range(100):  # a name taken between the check and the link: take the next one
         dest = free_name(target)
         try:
-            try:
-                os.link(src, dest, follow_symlinks=False)
-            except OSError as err:
-                if err.errno == errno.EEXIST:
-                    raise
-                if err.errno == errno.ENOENT:
-                    raise FileNotFoundError(errno.ENOENT, "no longer there", str(src)) from None
-                _copy_then_link(Path(src), dest)  # another disk, or no hard links
+            _link_no_overwrite(tmp, dest)
         except FileExistsError:
             continue
-        os.unlink(src)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
         return dest
     raise FileExistsError(f"no free name for {target}")
+
+
+def move_no_overwrite(src: Path, target: Path) -> Path:
+    """Move the file ``src`` to ``target`` or the next free name; returns where it went.
+
+    Never overwrites, never leaves a partial file under a final name, and when two nodes move
+    the same source at once exactly one succeeds (the other gets FileNotFoundError): the
+    source is first claimed by an atomic rename to a hidden temp name.
+    """
+    src, target = Path(src), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    claimed = _claim_name(target.parent, src.name)
+    try:
+        os.rename(src, claimed)  # same disk: atomic, one winner
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+    else:
+        return _give_final_name(claimed, target)
+    # Another disk: claim the source in its own folder, copy, then drop it.
+    claimed = _claim_name(src.parent, src.name)
+    os.rename(src, claimed)
+    try:
+        tmp = target.with_name(f".{fit_name(target.name, 30)}.{secrets.token_hex(6)}.tmp")
+        _copy_verified(claimed, tmp)
+        try:
+            dest = _give_final_name(tmp, target)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+    except BaseException:
+        os.rename(claimed, src)  # the copy failed (a full disk): the source stays as it was
+        raise
+    os.unlink(claimed)
+    return dest
