@@ -46,6 +46,9 @@ _DURATION_TOLERANCE_REL = 0.02
 # How far before the claimed end the cheap end-of-data check seeks.
 _TAIL_SECONDS = 2.0
 _SNIFF_BYTES = 64
+# Tags that are not valid UTF-8 (GBK in ID3, common in Chinese recordings) must not make a
+# playable file unreadable: PyAV would raise UnicodeDecodeError while reading the metadata.
+METADATA_ERRORS = "replace"
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def _open_audio(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Au
     path = Path(path)
     head = _precheck(path)
     try:
-        container = av.open(str(path), mode="r")
+        container = av.open(str(path), mode="r", metadata_errors=METADATA_ERRORS)
     except (av.error.FFmpegError, OSError, EOFError) as exc:
         raise _translate_error(exc, path, head) from exc
     try:
@@ -274,11 +277,11 @@ def _data_duration(
             end = None
         if end is not None:
             return max(0.0, end - start)
-    with av.open(str(path)) as fresh:
+    with av.open(str(path), metadata_errors=METADATA_ERRORS) as fresh:
         end = _packet_end(fresh, fresh.streams.audio[0])
     if end is not None:
         return max(0.0, end - start)
-    with av.open(str(path)) as fresh:  # packets without timestamps: count decoded samples
+    with av.open(str(path), metadata_errors=METADATA_ERRORS) as fresh:  # no timestamps: count
         return _decoded_seconds(fresh, fresh.streams.audio[0])
 
 

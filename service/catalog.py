@@ -6,6 +6,8 @@ estimates; importing whisper there would cost ~300 MB and 1.5 s for nothing.
 
 from __future__ import annotations
 
+import importlib.util
+from functools import lru_cache
 from pathlib import Path
 
 # name → (parameters in millions, VRAM in MiB from openai-whisper's README table)
@@ -27,26 +29,9 @@ OFFICIAL: dict[str, tuple[int, int]] = {
 }
 
 
-# openai-whisper's language codes (whisper.tokenizer.LANGUAGES, in its order; tests check the copy),
-# plus the names it also accepts. Copied so the parent can validate without importing whisper.
-LANGUAGES: tuple[str, ...] = tuple(
-    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no "
-    "th ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw "
-    "gl mr pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl "
-    "mg as tt haw ln ha ba jw su yue".split())
-LANGUAGE_ALIASES = {"chinese": "zh", "mandarin": "zh", "english": "en", "cantonese": "yue",
-                    "zh-cn": "zh", "zh-tw": "zh", "zh-hans": "zh", "zh-hant": "zh"}
+LANGUAGE_ALIASES = {"mandarin": "zh", "zh-cn": "zh", "zh-tw": "zh", "zh-hans": "zh",
+                    "zh-hant": "zh"}
 CHINESE = frozenset({"zh", "yue"})
-
-
-def language_code(value: str) -> str:
-    """A language code Whisper knows ('zh', or 'Chinese' → 'zh'); ValueError names the choices."""
-    code = value.strip().lower()
-    code = LANGUAGE_ALIASES.get(code, code)
-    if code not in LANGUAGES:
-        raise ValueError(f"unknown language {value!r}; use a code such as zh, en, ja, "
-                         f"yue (all: {', '.join(sorted(LANGUAGES))})")
-    return code
 
 
 def local_models(models_dir: Path) -> list[str]:
@@ -69,3 +54,39 @@ def default_vram_mb(name: str) -> int:
         if official in name:
             return OFFICIAL[official][1]
     return OFFICIAL["large"][1]
+
+
+@lru_cache(maxsize=1)
+def whisper_languages() -> tuple[tuple[str, ...], dict[str, str]]:
+    """openai-whisper's own language table (codes in its order, names → codes), read from
+    whisper/tokenizer.py without importing the whisper package (which would import torch
+    into the parent)."""
+    spec = importlib.util.find_spec("whisper")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
+    mod_spec = importlib.util.spec_from_file_location("_dropscribe_whisper_tokenizer", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return tuple(module.LANGUAGES), dict(module.TO_LANGUAGE_CODE)
+
+
+def language_code(value: str) -> str:
+    """A language code Whisper knows ('zh'; also 'Chinese', 'Mandarin', 'zh-CN' → 'zh').
+    ValueError names the choices."""
+    codes, names = whisper_languages()
+    key = value.strip().lower()
+    code = LANGUAGE_ALIASES.get(key) or names.get(key, key)
+    if code not in codes:
+        raise ValueError(f"unknown language {value!r}; use a code such as zh, en, ja, yue "
+                         f"(all: {', '.join(sorted(codes))})")
+    return code
+
+
+def known_language(language: str) -> bool:
+    """Does Whisper know this language (a code like "zh" or a name like "chinese")? Checked at
+    admission: an unknown one would otherwise fail every attempt of the task."""
+    try:
+        language_code(language)
+    except ValueError:
+        return False
+    return True

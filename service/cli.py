@@ -27,7 +27,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import catalog, db, winservice
 from .config import Settings, SettingsError, load_settings
 from .files import move_source
-from .runner import HEARTBEAT_SECONDS, Service, heartbeat_path
+from .fsops import display, safe_join
+from .runner import HEARTBEAT_SECONDS, Service, StartError, heartbeat_path
 from .tables import CANCELLED, FAILED
 from .tasks import TaskQueue
 
@@ -92,9 +93,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal or ssh session: stop cleanly, requeue
+        signal.signal(signal.SIGHUP, _stop)
     if hasattr(signal, "SIGBREAK"):
         signal.signal(signal.SIGBREAK, _stop)  # Ctrl-Break on Windows
-    service.run_forever()
+    try:
+        service.run_forever()
+    except StartError as err:
+        log.error("DropScribe cannot start: %s", err)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -175,6 +183,16 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: task {args.id} is {task.status}; only failed or cancelled tasks can be "
               "retried", file=sys.stderr)
         return 1
+    # A new file of the same name may be in the inbox (or being transcribed) meanwhile: moving
+    # this one back would rename it "talk (2).wav" and the retry would then fail.
+    replaced = task.source_state != "inbox" and os.path.lexists(
+        safe_join(settings.inbox, task.source)
+    )
+    if replaced or queue.open_task_for(task.source) is not None:
+        print(f"error: another file named {display(task.source)} is in the inbox or being "
+              "transcribed now; retry once it has finished, or copy this file in under another "
+              "name", file=sys.stderr)
+        return 1
     if task.source_state == "failed":
         # Bring the file back from failed/ so the worker can read it.
         if move_source(settings.failed, task.source, settings.inbox) is None:
@@ -231,7 +249,8 @@ def _width(s: str) -> int:
 
 
 def _print_table(headers: list[str], rows: list[tuple]) -> None:
-    cells = [[("" if v is None else str(v)).replace("\n", " ") for v in row] for row in rows]
+    # Control characters escaped: a file name must not send terminal escapes or break rows.
+    cells = [["" if v is None else display(str(v)) for v in row] for row in rows]
     widths = [_width(h) for h in headers]
     for row in cells:
         for i, v in enumerate(row):

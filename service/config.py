@@ -228,9 +228,11 @@ class Settings(_Section):
     def check_folders(self) -> None:
         """Refuse layouts that would loop: outbox/archive/failed inside the inbox."""
         inbox = self.inbox
+        real_inbox = Path(os.path.realpath(inbox))  # an inbox given through a link is its target
         for name in ("outbox", "archive", "failed", "uploads"):
             other = getattr(self, name)
-            if other == inbox or inbox in other.parents:
+            real = Path(os.path.realpath(other))
+            if real == real_inbox or real_inbox in real.parents:
                 raise SettingsError(
                     f"paths.{name} ({other}) is inside paths.inbox ({inbox}); "
                     "it must be a separate folder, or finished files would be picked up again"

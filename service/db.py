@@ -37,6 +37,45 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def _deny_attach(action: int, *_args: object) -> int:
+    """SQLite authorizer of the read-only engine: ATTACH would create an empty database file
+    anywhere (`sql "ATTACH DATABASE '/any/path/x.db' AS x"`); mode=ro refuses every write."""
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _readonly_connection(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    conn.set_authorizer(_deny_attach)
+    return conn
+
+
+def integrity_problem(url: str) -> str | None:
+    """None when the SQLite database file is there and passes `PRAGMA quick_check`; else what
+    is wrong, in plain words (checked at start and by /health: a corrupt or deleted database
+    would otherwise fail every new file while the service looks healthy)."""
+    if not is_sqlite(url):
+        return None
+    path = url.split("///", 1)[1].partition("?")[0] if "///" in url else ""
+    if not path or path == ":memory:":
+        return None
+    if not Path(path).is_file():
+        return f"the database file {path} is missing (it was deleted or moved)"
+    try:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        return f"the database file {path} is damaged ({err})"
+    if rows != ["ok"]:
+        return f"the database file {path} is damaged ({'; '.join(map(str, rows))})"
+    return None
+
+
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
     """An engine whose transactions are safe for compare-and-set claims."""
     if not is_sqlite(url):
@@ -57,9 +96,7 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
         engine = create_engine(
             "sqlite://",
-            creator=lambda: sqlite3.connect(
-                uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
-            ),
+            creator=lambda: _readonly_connection(uri),
             poolclass=QueuePool,
             pool_size=4,
             max_overflow=12,

@@ -6,11 +6,13 @@ Sidecars (`x.mp3.json`) travel with their audio file.
 
 from __future__ import annotations
 
+import errno
 import logging
-import shutil
+import os
+import stat
 from pathlib import Path, PurePosixPath
 
-from .outputs import safe_join
+from .fsops import display, move_no_overwrite, safe_join
 
 log = logging.getLogger(__name__)
 
@@ -21,41 +23,47 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
+def has_sidecar(path: Path) -> bool:
+    """Is there anything named ``<file>.json`` (a link or a pipe counts: it is then refused
+    with a reason, never ignored)? A name too long for a sidecar simply has none."""
+    try:
+        os.lstat(sidecar_of(path))
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENAMETOOLONG, errno.ENOTDIR):
+            return False
+        raise
+    return True
+
+
 def rel_source(inbox: Path, path: Path) -> str:
     """The inbox-relative, '/'-separated name stored in the task row."""
     return PurePosixPath(*path.relative_to(inbox).parts).as_posix()
 
 
-def _free_name(target: Path) -> Path:
-    if not target.exists():
-        return target
-    stem, suffix = target.stem, target.suffix
-    for n in range(2, 10_000):
-        candidate = target.with_name(f"{stem} ({n}){suffix}")
-        if not candidate.exists():
-            return candidate
-    raise FileExistsError(f"no free name for {target}")
-
-
 def move_source(inbox: Path, rel: str, dest_root: Path) -> Path | None:
     """Move inbox/rel (and its sidecar) to dest_root/rel; returns the new path or None if the
-    source is gone. Never overwrites: a taken name gets a numbered suffix. Folders are left in
-    place (a user's model subfolders stay)."""
+    source is gone. Never overwrites: a taken name gets a numbered suffix; across disks the copy
+    is verified before it gets its name, so a full disk leaves no truncated file (fsops).
+    Folders are left in place (a user's model subfolders stay)."""
     src = safe_join(inbox, rel)
-    if not src.is_file():
-        log.warning("cannot move %s: it is no longer in the inbox", src)
-        return None
-    target = _free_name(safe_join(dest_root, rel))
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        shutil.move(str(src), str(target))
+        st = os.lstat(src)
+    except OSError:
+        st = None
+    if st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        log.warning("cannot move %s: it is no longer in the inbox", display(str(src)))
+        return None
+    try:
+        target = move_no_overwrite(src, safe_join(dest_root, rel))
     except FileNotFoundError:
-        if src.exists():
+        if os.path.lexists(src):
             raise
-        log.warning("cannot move %s: something else moved it just now", src)
+        log.warning("cannot move %s: something else moved it just now", display(str(src)))
         return None
     side = sidecar_of(src)
-    if side.is_file():
-        shutil.move(str(side), str(_free_name(sidecar_of(target))))
+    if os.path.lexists(side):
+        try:
+            move_no_overwrite(side, sidecar_of(target))
+        except FileNotFoundError:
+            pass  # another node settling the same task took it along just now
     return target
-

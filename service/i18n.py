@@ -68,6 +68,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "page.estimate_line": "estimate {estimate} MiB (default {default}) · {measured}",
         "page.updated": "Updated {at} UTC · refreshes every 5 s",
         "page.links": "Health: /health · Metrics: /metrics",
+        # why a file was refused when it was recorded (the task's error message)
+        "admit.link": "This is a link (shortcut) to a file, not the file itself; DropScribe "
+                      "never reads through links. Copy the recording itself into the inbox.",
+        "admit.language": "{file} names the language {language!r}, which Whisper does not "
+                          "know; use a code such as \"zh\", \"en\" or \"ja\", or leave it "
+                          "out to detect the language.",
+        "admit.bad_name": "The file name is not valid text (it holds bytes that are not "
+                          "UTF-8), so it could not be recorded as it is. It was moved to the "
+                          "failed folder as {moved}; rename it and copy it into the inbox again.",
+        "admit.unexpected": "The file could not be recorded: {error}",
+        "source.changed": "The file was replaced while it was being transcribed; the new "
+                          "version stays in the inbox and is transcribed as a new task.",
         # HTTP
         "http.not_found": "Not found",
         "http.error": "Internal error; see the service log",
@@ -220,6 +232,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "page.estimate_line": "估计 {estimate} MiB（默认 {default}）· {measured}",
         "page.updated": "更新于 {at} UTC · 每 5 秒刷新",
         "page.links": "健康检查：/health · 指标：/metrics",
+        "admit.link": "这是指向文件的链接（快捷方式），不是文件本身；DropScribe 从不通过链接读取。"
+                      "请把录音文件本身复制到收件箱。",
+        "admit.language": "{file} 指定的语言 {language!r} 不是 Whisper 支持的语言；请使用"
+                          "“zh”“en”“ja”等代码，或不填以自动识别。",
+        "admit.bad_name": "文件名不是有效的文本（含有非 UTF-8 字节），无法按原名记录。"
+                          "文件已移到失败文件夹：{moved}；请重命名后再复制到收件箱。",
+        "admit.unexpected": "无法记录此文件：{error}",
+        "source.changed": "文件在转写过程中被替换；新版本留在收件箱，将作为新任务转写。",
         "http.not_found": "未找到",
         "http.error": "内部错误，请查看服务日志",
         "http.method": "只支持 GET 和 HEAD",

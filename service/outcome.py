@@ -1,22 +1,26 @@
 """What happens to the source file once its task is settled (and to a dead attempt's debris).
 
 completed → the source moves to archive/<relative path>.
-failed    → outbox/<relative folder>/<stem>.error.txt explains why in plain words, and the source
-            moves to failed/<relative path>. Nothing is deleted.
+failed    → outbox/<relative folder>/<file name>.error.txt explains why in plain words, and
+            the source moves to failed/<relative path>. Nothing is deleted.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import PurePosixPath
 
-from . import outputs
+from . import fsops, i18n, outputs
 from .config import Settings
 from .files import move_source
+from .fsops import display
 from .tables import COMPLETED, FAILED, Task
 from .tasks import TaskQueue
 
 log = logging.getLogger(__name__)
+
+REPORT_SUFFIX = ".error.txt"
 
 HINTS = {
     "not_audio": "Check that the file plays in a media player; copy a working file into the inbox.",
@@ -24,6 +28,9 @@ HINTS = {
     "model_missing": "Put the model file where the message says, then copy the audio into the "
     "inbox again.",
     "too_long": "Split the recording into shorter parts, or raise transcribe.max_audio_seconds.",
+    "link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
+    "bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it into "
+    "the inbox again.",
 }
 
 
@@ -32,25 +39,60 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
 
     Safe to run twice for one task (a node starting up while another is settling it): the
     move decides, and a source already moved by someone else is never recorded as missing.
+    A source overwritten while it was processed (same name, new recording) is not the file
+    that was transcribed: it stays in the inbox, and the watcher records it as a new task.
     """
     if task.status not in (COMPLETED, FAILED):
         return
-    dest = settings.archive if task.status == COMPLETED else settings.failed
-    try:
-        if move_source(settings.inbox, task.source, dest):
-            queue.set_source_state(task.id, "archived" if task.status == COMPLETED else "failed")
-        elif not queue.set_source_state(task.id, "missing", only_from="inbox"):
-            return  # another node (or our own start-up pass) settled it first: nothing to do
-    except (OSError, ValueError) as err:
-        # The task's outcome stands; the file stays where it is and the row says so.
-        log.error("task %s: could not move %s: %s", task.id, task.source, err)
-        queue.update_fields(task.id, error_message=(task.error_message or "") +
-                            f" (the source file could not be moved: {err})")
-    if task.status == FAILED:
+    if task.source_state == "inbox":
+        if _replaced(settings, task):
+            log.warning("task %s: %s", task.id, i18n.t("source.changed", "en"))
+            queue.set_source_state(task.id, "replaced", only_from="inbox")
+            return
+        dest = settings.archive if task.status == COMPLETED else settings.failed
         try:
+            if move_source(settings.inbox, task.source, dest):
+                queue.set_source_state(
+                    task.id, "archived" if task.status == COMPLETED else "failed"
+                )
+            elif not queue.set_source_state(task.id, "missing", only_from="inbox"):
+                return  # another node (or our own start-up pass) settled it first
+        except (OSError, ValueError) as err:
+            # The task's outcome stands; the file stays where it is and the row says so.
+            log.error("task %s: could not move %s: %s", task.id, display(task.source), err)
+            queue.update_fields(task.id, error_message=(task.error_message or "") +
+                                f" (the source file could not be moved: {err})")
+    try:
+        if task.status == FAILED:
             _report(settings, task)
-        except (OSError, ValueError) as err:  # e.g. the outbox itself is the problem
-            log.error("task %s: could not write the error report: %s", task.id, err)
+        else:
+            _remove_report(settings, task)  # a success makes an earlier failure report stale
+    except (OSError, ValueError) as err:  # e.g. the outbox itself is the problem
+        log.error("task %s: could not write or remove the error report: %s", task.id, err)
+
+
+def _replaced(settings: Settings, task: Task) -> bool:
+    """Is the file now in the inbox another one than the task recorded (size or mtime)?"""
+    if task.size is None or task.mtime_ns is None:
+        return False
+    try:
+        st = os.lstat(fsops.safe_join(settings.inbox, task.source))
+    except (OSError, ValueError):
+        return False  # gone: the move reports it
+    return (st.st_size, st.st_mtime_ns) != (task.size, task.mtime_ns)
+
+
+def report_name(task: Task) -> str:
+    """``<source file name>.error.txt``: ``x.mp3`` and ``x.wav`` each get their own report,
+    kept under the 255-byte name limit."""
+    return fsops.fit_name(PurePosixPath(task.source).name, len(REPORT_SUFFIX)) + REPORT_SUFFIX
+
+
+def _remove_report(settings: Settings, task: Task) -> None:
+    out_dir = outputs.output_dir_for(settings.outbox, PurePosixPath(task.source))
+    stale = out_dir / report_name(task)
+    if os.path.lexists(stale):
+        os.unlink(stale)
 
 
 def discard_partial(settings: Settings, task: Task) -> None:
@@ -68,7 +110,7 @@ def _report(settings: Settings, task: Task) -> None:
     out_dir = outputs.output_dir_for(settings.outbox, rel)
     outputs.write_error_report(
         out_dir,
-        task.output_stem,
+        report_name(task)[: -len(REPORT_SUFFIX)],
         source_name=task.source,
         message=task.error_message or "unknown error",
         moved_to=settings.failed / rel.parent / rel.name,

@@ -24,8 +24,11 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any, TextIO
+
+# Path rules live in fsops (one place for every folder); re-exported for existing callers.
+from .fsops import UnsafePathError, fit_name, output_dir_for, safe_join  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -47,67 +50,10 @@ _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$", re.DOTALL)
 _MAX_NAME_BYTES = 240  # NAME_MAX is 255 bytes on Linux; leave room
 
 
-class UnsafePathError(ValueError):
-    """A relative path or name would place output outside the outbox."""
-
-
-# --- where outputs go -----------------------------------------------------------------------
-
-
-def _unsafe_part(part: str) -> bool:
-    # ":" can only mean a drive or an NTFS alternate data stream on Windows; on POSIX it is an
-    # ordinary character (a folder "10:30" is legal there).
-    return part == ".." or "\x00" in part or (os.name == "nt" and ":" in part)
-
-
-def _split_relative(rel: PurePosixPath | str) -> list[str]:
-    """Split a source path relative to the inbox into safe parts, or raise UnsafePathError.
-
-    Backslashes count as separators on every platform: a Windows user's path can reach us
-    through a sidecar or a database row written on Windows.
-    """
-    text = str(rel)
-    if not text.strip():
-        raise UnsafePathError("empty relative path")
-    if PureWindowsPath(text).anchor or text.startswith(("/", "\\")):
-        raise UnsafePathError(f"absolute path or drive not allowed: {text!r}")
-    parts = [p for p in re.split(r"[\\/]+", text) if p not in ("", ".")]
-    if not parts or any(_unsafe_part(p) for p in parts):
-        raise UnsafePathError(f"'..' or an unsafe component is not allowed: {text!r}")
-    return parts
-
-
-def _inside(root: Path, candidate: Path) -> bool:
-    root_r, cand_r = os.path.realpath(root), os.path.realpath(candidate)
-    try:
-        return os.path.commonpath([root_r, cand_r]) == root_r
-    except ValueError:  # different drives on Windows
-        return False
-
-
-def safe_join(root: Path, rel: PurePosixPath | str) -> Path:
-    """``root/rel`` for an inbox-relative path — never anywhere outside ``root``.
-
-    Refuses absolute paths, drives, UNC paths and ``..``, and also a result whose folder leaves
-    ``root`` through a symlinked folder. Used for the outbox, inbox, archive and failed folders.
-    """
-    parts = _split_relative(rel)
-    target = Path(root).joinpath(*parts)
-    if not _inside(Path(root), target.parent):
-        raise UnsafePathError(f"{str(rel)!r} resolves outside {root}")
-    return target
-
-
-def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
-    """``outbox/<folder of the source relative to the inbox>``: ``team/会议 记录 1.mp3`` →
-    ``outbox/team``, with every check of :func:`safe_join`."""
-    return safe_join(outbox, rel_source).parent
-
-
 def _check_stem(stem: str) -> None:
-    if not stem or stem.strip() in ("", ".", "..") or re.search(r"[\\/\x00]", stem):
+    if not stem or stem.strip() in ("", ".", "..") or re.search(r"[/\x00]", stem):
         raise UnsafePathError(f"unsafe output name: {stem!r}")
-    if os.name == "nt" and ":" in stem:
+    if os.name == "nt" and (":" in stem or "\\" in stem):  # on POSIX a backslash is a character
         raise UnsafePathError(f"unsafe output name: {stem!r}")
 
 
@@ -285,8 +231,8 @@ def write_transcripts(
     ``result`` is openai-whisper's ``transcribe()`` dict. Every format is rendered and fsynced
     to a temp file before any is renamed into place, so a failure (in any writer, a full disk)
     leaves the previous set exactly as it was and no temp behind. Re-running replaces the
-    same files. Formats not requested this time are left alone. A stale ``<stem>.error.txt``
-    from an earlier failed attempt is removed on success.
+    same files. Formats not requested this time are left alone. (The parent removes a stale
+    ``<file name>.error.txt`` when it settles the success: outcome.settle.)
     """
     fmts = _check_formats(formats)
     _check_stem(stem)
@@ -303,9 +249,6 @@ def write_transcripts(
             _unlink_quietly(tmp)
         raise
     _commit(pairs)
-    stale = out_dir / f"{stem}.error.txt"
-    if stale.exists():
-        _unlink_quietly(stale)
     written = [final for _tmp, final in pairs]
     log.info("wrote %s", ", ".join(p.name for p in written))
     return written
@@ -375,6 +318,7 @@ def free_stem(out_dir: Path, stem: str, taken: set[str] = frozenset()) -> str:
     failure the user fixes the file and drops it again, and its transcript belongs there.
     """
     _check_stem(stem)
+    stem = fit_name(stem, len(" (9999).json"))  # a 250-byte source name still gets transcripts
     for n in range(1, 10_000):
         candidate = stem if n == 1 else f"{stem} ({n})"
         if candidate not in taken and not any(

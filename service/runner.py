@@ -28,6 +28,11 @@ from .watcher import InboxWatcher
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+INTEGRITY_SECONDS = 60.0  # how often maintenance runs the database's quick_check
+
+
+class StartError(RuntimeError):
+    """The service cannot start; the message says why in plain words."""
 
 
 def heartbeat_path(settings: Settings) -> Path:
@@ -52,6 +57,8 @@ class Service:
         self._stop = threading.Event()
         self._closing = threading.Event()
         self._started_at = datetime.now()
+        self._storage: list[str] = []
+        self._last_integrity = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -60,6 +67,10 @@ class Service:
             folder.mkdir(parents=True, exist_ok=True)
         url = cfg.database_url
         db.migrate(url)
+        problem = db.integrity_problem(url)
+        if problem:  # refuse to start: every new file would fail while /health said ok
+            raise StartError(f"{problem}; restore it from a backup, or move it away to start "
+                             "with an empty task history")
         self.queue = TaskQueue(db.make_engine(url), self.clock, cfg.ui_language)
         recovered = self.queue.reap_expired(
             cfg.scheduler.backoff_seconds, dead_workers=self._dead_local_workers()
@@ -147,9 +158,32 @@ class Service:
                 outcome.discard_partial(self.settings, task)
                 if task.status == "failed":
                     self._settled(task)
+            self._check_storage()
             self._heartbeat()
         except Exception:  # noqa: BLE001
             log.exception("maintenance failed")
+
+    def _check_storage(self) -> None:
+        """Inbox and database still there and sound? (/health reports storage_problems())."""
+        problems = []
+        if not self.settings.inbox.is_dir():
+            problems.append(f"inbox: the folder {self.settings.inbox} is missing")
+        url = self.settings.database_url
+        sqlite = self.settings.sqlite_path
+        if sqlite is not None and not sqlite.is_file():
+            problems.append(f"database: the file {sqlite} is missing")
+        elif time.monotonic() - self._last_integrity >= INTEGRITY_SECONDS or self._storage:
+            self._last_integrity = time.monotonic()
+            problem = db.integrity_problem(url)
+            if problem:
+                problems.append(f"database: {problem}")
+        for problem in problems:
+            if problem not in self._storage:
+                log.error("%s", problem)
+        self._storage = problems
+
+    def storage_problems(self) -> list[str]:
+        return list(self._storage)
 
     def _settled(self, task) -> None:  # noqa: ANN001
         assert self.queue is not None

@@ -267,6 +267,8 @@ class Dispatcher:
             threads=threads,
             progress_seconds=cfg.scheduler.progress_seconds,
             keep_warm_seconds=cfg.models.keep_warm_seconds,
+            inbox=str(cfg.inbox),
+            outbox=str(cfg.outbox),
         )
 
     def _start(

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalog, options
+from .fsops import NotRegularFileError, read_regular
 
 MAX_SIDECAR_BYTES = 64 * 1024
 
@@ -42,16 +43,29 @@ class Sidecar(BaseModel):
 
 
 def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
+    # Never through a link (it could point at a private file, or at one whose read blocks),
+    # only a regular file, at most 64 KB: a sidecar can neither leak nor freeze the watcher.
     try:
-        if path.stat().st_size > MAX_SIDECAR_BYTES:
-            raise SidecarError(f"the settings file {path.name} is larger than 64 KB")
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise SidecarError(f"cannot read {path.name}: {err}") from None
+        raw = read_regular(path, MAX_SIDECAR_BYTES)
+    except NotRegularFileError as err:
+        raise SidecarError(
+            f"the settings file {path.name} is not a plain file ({err.strerror}); "
+            "copy the file itself, not a link or a pipe"
+        ) from None
+    except ValueError:
+        raise SidecarError(f"the settings file {path.name} is larger than 64 KB") from None
+    except OSError as err:
+        raise SidecarError(f"cannot read {path.name}: {err.strerror or err}") from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise SidecarError(f"cannot read {path.name}: it is not UTF-8 text ({err})") from None
     except json.JSONDecodeError as err:
         raise SidecarError(
             f"{path.name} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
+    except RecursionError:
+        raise SidecarError(f"{path.name} is nested too deeply to be a settings file") from None
     if not isinstance(data, dict):
         raise SidecarError(f"{path.name} must hold a JSON object like {{\"model\": \"small\"}}")
     if "decoding" in data:
@@ -70,11 +84,8 @@ def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
             for e in err.errors()
         )
         raise SidecarError(f"{path.name} is invalid: {problems}") from None
-    if sidecar.language:
-        try:
-            sidecar.language = catalog.language_code(sidecar.language)
-        except ValueError as err:
-            raise SidecarError(f"{path.name} is invalid: language: {err}") from None
+    if sidecar.language and catalog.known_language(sidecar.language):
+        sidecar.language = catalog.language_code(sidecar.language)  # an unknown one: watcher
     sidecar.decoding = decoding
     if sidecar.model and sidecar.model not in known_models:
         raise SidecarError(

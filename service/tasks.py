@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from . import i18n
 from .clock import Clock, SystemClock
 from .db import session_factory
+from .fsops import display
 from .tables import (
     ACTIVE_STATES,
     ALL_STATES,
@@ -128,7 +129,7 @@ class TaskQueue:
         level = logging.WARNING if task.status == FAILED else logging.INFO
         state = i18n.state_name(task.status, self.lang)
         log.log(level, i18n.t("task.state_log", self.lang, id=task.id, state=state,
-                              file=task.source))
+                              file=display(task.source)))
 
     # ---- enqueue -------------------------------------------------------------------------
     def enqueue(self, new: NewTask, *, failed: tuple[str, str] | None = None) -> Task | None:
@@ -170,6 +171,25 @@ class TaskQueue:
         """True if enqueue would ignore this file (so the watcher need not probe it again)."""
         with self._sessions() as s:
             return self._known(s, NewTask(source=source, size=size, mtime_ns=mtime_ns, model=""))
+
+    def open_task_for(self, source: str) -> Task | None:
+        """The open (pending or running) task of this inbox file name, if any."""
+        with self._sessions() as s:
+            task = s.scalars(select(Task).where(
+                Task.source == source, Task.status.in_(OPEN_STATES)).limit(1)).first()
+            if task is not None:
+                s.expunge(task)
+            return task
+
+    def knows_version(self, source: str, size: int, mtime_ns: int) -> bool:
+        """A task (open, or finished with the file still in the inbox) recorded exactly this
+        version of the file; False when only another version of the same name is known."""
+        with self._sessions() as s:
+            stmt = select(Task.id).where(
+                Task.source == source, Task.size == size, Task.mtime_ns == mtime_ns,
+                or_(Task.status.in_(OPEN_STATES), Task.source_state == "inbox"),
+            )
+            return s.execute(stmt.limit(1)).first() is not None
 
     @staticmethod
     def _known(s: Session, new: NewTask) -> bool:

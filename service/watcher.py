@@ -3,7 +3,9 @@
 A candidate becomes a task only after its size and mtime stayed the same for
 `watcher.stable_seconds` (a file still being copied is never started early, never dropped).
 Then it is probed (is it audio? how long?) and enqueued — or recorded as failed with a plain
-reason. Exceptions never stop the watching: they are logged and the next tick goes on.
+reason. Every file seen ends as a row: a link, a name that is not UTF-8, a bad or blocking
+sidecar, even an unexpected error while probing are recorded as failed with the reason (only a
+database error waits for the next rescan). Exceptions never stop the watching.
 """
 
 from __future__ import annotations
@@ -12,24 +14,30 @@ import fnmatch
 import logging
 import os
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from . import audio, catalog
+from . import audio, catalog, fsops, i18n
 from .clock import Clock
 from .config import Settings
-from .files import rel_source, sidecar_of
+from .files import has_sidecar, rel_source, sidecar_of
 from .sidecar import SidecarError, read_sidecar
 from .tables import Task
 from .tasks import NewTask, TaskQueue
 
 log = logging.getLogger(__name__)
+
+
+class _NotYet(Exception):
+    """Admission must wait: an open task holds an older version of the same file name."""
 
 
 @dataclass
@@ -133,14 +141,23 @@ class InboxWatcher:
                 if self.eligible(path):
                     self.hint(path)
                 found += 1
+        with self._lock:  # the dispatch thread adds to _admitted: iterate a copy
+            admitted = list(self._admitted)
+        gone = [p for p in admitted if not os.path.lexists(p)]
         with self._lock:  # forget files that left the inbox
-            for gone in [p for p in self._admitted if not p.exists()]:
-                del self._admitted[gone]
+            for p in gone:
+                self._admitted.pop(p, None)
         return found
 
     def eligible_dir(self, path: Path) -> bool:
         patterns = self.settings.watcher.ignore
-        return not path.is_symlink() and not any(fnmatch.fnmatch(path.name, p) for p in patterns)
+        if path.is_symlink() or any(fnmatch.fnmatch(path.name, p) for p in patterns):
+            return False
+        # Our own folders are never watched, however the inbox was given (through a link).
+        cfg = self.settings
+        return not any(
+            fsops.same_or_inside(path, folder) for folder in (cfg.outbox, cfg.archive, cfg.failed)
+        )
 
     # ---- the stability tick ----------------------------------------------------------------
     def check(self) -> list[Task]:
@@ -154,12 +171,14 @@ class InboxWatcher:
         admitted: list[Task] = []
         for path, seen in items:
             try:
-                st = path.stat()
+                st = path.lstat()
             except OSError:
                 self._forget(path)  # gone (moved away or deleted by the user): nothing to do
                 continue
             key = (st.st_size, st.st_mtime_ns)
-            if self._admitted.get(path) == key:
+            with self._lock:
+                already = self._admitted.get(path) == key
+            if already:
                 self._forget(path)
                 continue
             if seen is None or (seen.size, seen.mtime_ns) != key:
@@ -173,10 +192,14 @@ class InboxWatcher:
             self._forget(path)
             try:
                 task = self.admit(path, st.st_size, st.st_mtime_ns)
-            except Exception:  # noqa: BLE001 - one bad file must not stop the others
-                log.exception("could not record %s; will look again at the next rescan", path)
-                continue
-            self._admitted[path] = key
+            except _NotYet:
+                continue  # not marked admitted: the next rescan offers it again
+            except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+                task = self._record_unexpected(path, st.st_size, st.st_mtime_ns, err)
+                if task is None:
+                    continue
+            with self._lock:
+                self._admitted[path] = key
             if task is not None:
                 admitted.append(task)
         return admitted
@@ -193,10 +216,13 @@ class InboxWatcher:
     def admit(self, path: Path, size: int, mtime_ns: int) -> Task | None:
         """Probe a stable file and record it: pending, or failed with a plain reason."""
         rel = rel_source(self.inbox, path)
-        if path.is_symlink() and not self._inside_inbox(path):
-            log.warning("ignoring %s: it links outside the inbox", path)
-            return None
+        if not fsops.storable(rel):
+            return self._reject_name(path, rel, size, mtime_ns)
         if self.queue.is_known(rel, size, mtime_ns):
+            if not self.queue.knows_version(rel, size, mtime_ns):
+                # Another version of this name is still open (it was overwritten while being
+                # transcribed): look again once that task has settled.
+                raise _NotYet
             return None
         cfg = self.settings
         known = catalog.known_models(cfg.models_dir)
@@ -207,10 +233,16 @@ class InboxWatcher:
         )
         failure: tuple[str, str] | None = None
         options: dict = {}
-        side = sidecar_of(path)
-        if side.is_file():
+        if path.is_symlink():  # the worker never reads through a link (it could point anywhere)
+            failure = ("link", self._say("admit.link"))
+        elif has_sidecar(path):
+            side = sidecar_of(path)
             try:
                 sc = read_sidecar(side, known)
+                if sc.language and not catalog.known_language(sc.language):
+                    raise SidecarError(
+                        self._say("admit.language", file=side.name, language=sc.language)
+                    )
             except SidecarError as err:
                 failure = ("bad_sidecar", str(err))
             else:
@@ -235,15 +267,67 @@ class InboxWatcher:
                         f"{cfg.transcribe.max_audio_seconds / 3600:.1f} hours "
                         "(transcribe.max_audio_seconds in settings.yaml).",
                     )
-        task = self.queue.enqueue(NewTask(options=options, **new), failed=failure)
+        return self._record(NewTask(options=options, **new), failure)
+
+    def _record(self, new: NewTask, failure: tuple[str, str] | None) -> Task | None:
+        task = self.queue.enqueue(new, failed=failure)
         if task is not None and failure is not None:
-            log.warning("%s cannot be transcribed: %s", rel, failure[1])
+            log.warning("%s cannot be transcribed: %s", fsops.display(new.source),
+                        fsops.display(failure[1]))
             self.on_rejected(task)
         return task
 
-    def _inside_inbox(self, path: Path) -> bool:
-        inbox_real = os.path.realpath(self.inbox)
-        return os.path.commonpath([inbox_real, os.path.realpath(path)]) == inbox_real
+    def _reject_name(self, path: Path, rel: str, size: int, mtime_ns: int) -> Task | None:
+        """A name with bytes that are not UTF-8 cannot be stored or shown as it is: the file
+        moves to failed/ under its escaped name (nothing is lost) and a failed row says why."""
+        shown = fsops.display(rel)
+        try:
+            dest = fsops.move_no_overwrite(path, fsops.safe_join(self.settings.failed, shown))
+        except (OSError, ValueError) as err:
+            log.error("cannot move %s to the failed folder: %s", shown, fsops.display(str(err)))
+            return None
+        side = sidecar_of(path)
+        if os.path.lexists(side):
+            fsops.move_no_overwrite(side, sidecar_of(dest))
+        reason = self._say("admit.bad_name", moved=dest.relative_to(self.settings.failed))
+        task = self.queue.enqueue(
+            NewTask(source=shown, size=size, mtime_ns=mtime_ns,
+                    model=self.settings.models.default, max_attempts=1),
+            failed=("bad_name", reason),
+        )
+        if task is not None:
+            self.queue.set_source_state(task.id, "failed")
+            task.source_state = "failed"
+            log.warning("%s cannot be transcribed: %s", shown, reason)
+            self.on_rejected(task)
+        return task
+
+    def _record_unexpected(self, path: Path, size: int, mtime_ns: int,
+                           err: Exception) -> Task | None:
+        """Admission itself failed (a bug, an odd file system): the file still gets a failed
+        row with the reason, so it is never silently retried forever. If even that fails (the
+        database is broken), log it and look again at the next rescan."""
+        shown = fsops.display(str(path))
+        log.error("could not record %s: %s", shown,
+                  fsops.display("".join(traceback.format_exception_only(err)).strip()))
+        if isinstance(err, SQLAlchemyError):  # the database, not the file: look again later
+            return None
+        try:
+            rel = rel_source(self.inbox, path)
+            if not fsops.storable(rel):
+                return None
+            reason = self._say("admit.unexpected", error=f"{type(err).__name__}: {err}")
+            return self._record(
+                NewTask(source=rel, size=size, mtime_ns=mtime_ns,
+                        model=self.settings.models.default), ("unreadable", reason))
+        except Exception as again:  # noqa: BLE001
+            log.error("could not record %s as failed either (%s); will look again at the "
+                      "next rescan", shown, fsops.display(f"{type(again).__name__}: {again}"))
+            return None
+
+    def _say(self, key: str, **kw: object) -> str:
+        """A refusal reason in the user's language (English or Chinese, service/i18n.py)."""
+        return i18n.t(key, self.settings.ui_language, **kw)
 
     def _folder_model(self, rel: str, known: set[str]) -> str:
         """A first-level subfolder named after a model picks it (inbox/large-v3/x.mp3)."""

@@ -75,6 +75,9 @@ def check_health(service: Any, engine: Any) -> tuple[bool, list[str], dict]:
     except Exception as err:  # noqa: BLE001 - any failure is "unreachable"
         checks["database"] = False
         reasons.append(f"database: unreachable ({type(err).__name__}: {err})"[:300])
+    storage = getattr(service, "storage_problems", None)
+    if callable(storage):  # a deleted inbox, a deleted or damaged database (issue 15.6)
+        reasons.extend(storage())
     backend = getattr(service, "backend", None)
     if backend is None:
         checks["gpu"] = "cpu"

@@ -46,6 +46,8 @@ class Job:
     threads: int = 0
     progress_seconds: float = 2.0
     keep_warm_seconds: float = 0.0
+    inbox: str = ""  # the folders the source and out_dir must stay inside (checked again at
+    outbox: str = ""  # the moment of reading and writing: a folder can become a link meanwhile)
 
 
 def exit_with_parent() -> None:
@@ -114,8 +116,10 @@ PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "service.audio",
 
 def classify(err: BaseException) -> tuple[str, str, bool, bool]:
     """(kind, plain message, retryable, resource) for an exception raised while running a job."""
-    from . import audio, engine
+    from . import audio, engine, fsops
 
+    if isinstance(err, (fsops.NotRegularFileError, fsops.UnsafePathError)):
+        return "unsafe_path", f"Refused: {err}", False, False
     if isinstance(err, engine.ModelNotAvailable):
         return "model_missing", str(err), False, False
     if isinstance(err, audio.NotAudioError):
@@ -137,7 +141,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
     import torch
 
-    from . import audio, engine, outputs
+    from . import audio, engine, fsops, outputs
 
     if job.threads > 0:
         torch.set_num_threads(job.threads)
@@ -150,9 +154,22 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
     load_seconds = time.perf_counter() - t0
     conn.send(("loaded", load_seconds))
 
+    # Never through a link: the file (or its folder) may have been swapped for one pointing at
+    # a private file since the task was recorded. Checked before and after decoding.
+    before = None
+    if job.inbox:
+        try:
+            before = fsops.check_source(job.inbox, job.source_path)
+        except FileNotFoundError:
+            pass  # decoding says "no longer there" in plain words
     digest = _Sha256(Path(job.source_path))  # reads the file while the model works: no wall time
     samples = audio.decode(Path(job.source_path))
     audio_seconds = len(samples) / 16000.0
+    if before is not None:
+        after = fsops.check_source(job.inbox, job.source_path)
+        if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            raise fsops.NotRegularFileError(0, "the file was replaced while it was read",
+                                            job.source_path)
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -173,6 +190,8 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         "transcribe_seconds": round(transcribe_seconds, 3),
         **meta,
     }
+    if job.outbox:  # the output folder may have been replaced by a link since the start
+        fsops.ensure_inside(job.outbox, job.out_dir)
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
     peak = _peak_vram_mb(torch) if device.startswith("cuda") else None
     conn.send(
@@ -260,8 +279,10 @@ class _Sha256:
         self._thread.start()
 
     def _run(self, path: Path) -> None:
+        from . import fsops
+
         try:
-            with path.open("rb") as f:
+            with open(fsops.open_regular(path), "rb") as f:  # never through a link
                 self._hex = hashlib.file_digest(f, "sha256").hexdigest()
         except OSError as err:
             log.warning("could not hash %s: %s", path, err)

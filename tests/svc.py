@@ -59,9 +59,9 @@ class ServiceProcess:
     def tasks(self) -> list:
         return self.queue.list(limit=1000)
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGINT) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -60,7 +60,8 @@ def test_retry_brings_a_failed_file_back_from_failed_folder(env) -> None:
     q.claim(tid, "h:1", 60)
     row = q.fail(tid, "h:1", "error", "boom", retryable=False, backoff_seconds=0)
     outcome.settle(s, q, row)
-    assert (s.failed / "会议 记录.wav").is_file() and (s.outbox / "会议 记录.error.txt").is_file()
+    assert (s.failed / "会议 记录.wav").is_file()
+    assert (s.outbox / "会议 记录.wav.error.txt").is_file()
     out = app(path, "retry", str(tid))
     assert out.returncode == 0, out.stderr
     row = q.get(tid)
@@ -90,6 +91,41 @@ def test_sql_is_read_only_and_reports_errors_plainly(env) -> None:
     assert q.counts()["pending"] == 1
     bad = app(path, "sql", "SELECT nope FROM tasks")
     assert bad.returncode == 1 and "no such column" in bad.stderr
+
+
+def test_sql_cannot_attach_a_database_file_anywhere(env, tmp_path: Path) -> None:
+    path, s, q = env
+    target = tmp_path / "elsewhere" / "x.db"
+    target.parent.mkdir()
+    out = app(path, "sql", f"ATTACH DATABASE '{target}' AS x")
+    assert out.returncode == 1 and "not authorized" in out.stderr
+    assert not target.exists()
+    assert app(path, "sql", "SELECT count(*) FROM tasks").returncode == 0  # reading still works
+
+
+def test_retry_refuses_while_a_new_file_of_the_same_name_is_in_the_inbox(env) -> None:
+    path, s, q = env
+    tid = add(s, q, "talk.wav")
+    q.claim(tid, "h:1", 60)
+    outcome.settle(s, q, q.fail(tid, "h:1", "error", "boom", retryable=False, backoff_seconds=0))
+    assert (s.failed / "talk.wav").is_file()
+    newer = add(s, q, "talk.wav")  # a new recording with the same name, now pending
+    out = app(path, "retry", str(tid))
+    assert out.returncode == 1 and "another file named talk.wav" in out.stderr
+    assert (s.failed / "talk.wav").is_file() and not (s.inbox / "talk (2).wav").exists()
+    assert q.get(tid).status == "failed" and q.get(newer).status == "pending"
+    assert len(q.list()) == 2
+
+
+def test_tasks_output_escapes_control_characters_in_names(env) -> None:
+    path, s, q = env
+    evil = "a\n2026-12-01 09:00:00 ERROR forged line\x1b[2J.wav"
+    q.enqueue(NewTask(source=evil, size=1, mtime_ns=1, model="tiny.en"))
+    out = app(path, "tasks")
+    assert out.returncode == 0
+    assert "\x1b" not in out.stdout and "\n2026" not in out.stdout
+    assert "a\\n2026-12-01 09:00:00 ERROR forged line\\x1b[2J.wav" in out.stdout
+    assert len(out.stdout.splitlines()) == 4  # header, rule, one row, count
 
 
 def test_invalid_settings_refuse_with_the_key_named(tmp_path: Path) -> None:

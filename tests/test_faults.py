@@ -94,7 +94,7 @@ def test_bad_input_corpus_gets_clear_reasons_and_nothing_is_lost(
         assert (row.status, row.error_kind) == ("failed", kind), (name, row.error_message)
         assert words in row.error_message, (name, row.error_message)
         assert (s.failed / name).exists() and not (inbox / name).exists()
-        report = (s.outbox / (Path(name).stem + ".error.txt")).read_text(encoding="utf-8")
+        report = (s.outbox / (Path(name).name + ".error.txt")).read_text(encoding="utf-8")
         assert name in report and words in report
         assert by[name].attempts == 1  # no retries for input that can never work
     assert (s.failed / "bad json.wav.json").is_file()  # the sidecar travels with its file

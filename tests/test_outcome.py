@@ -27,7 +27,9 @@ def finished(s: Settings, q: TaskQueue, name: str, *, ok: bool, content: bytes =
     src = s.inbox / name
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_bytes(content)
-    tid = q.enqueue(NewTask(source=name, size=len(content), mtime_ns=1, model="tiny.en")).id
+    st = src.stat()
+    tid = q.enqueue(NewTask(source=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                            model="tiny.en")).id
     q.claim(tid, "h:1", 60)
     if not ok:
         return q.fail(tid, "h:1", "not_audio", "Not an audio file.", retryable=False,
@@ -52,9 +54,22 @@ def test_failed_source_moves_to_failed_with_a_plain_report(env) -> None:
     task = finished(s, q, "坏.mp3", ok=False)
     outcome.settle(s, q, task)
     assert (s.failed / "坏.mp3").is_file() and q.get(task.id).source_state == "failed"
-    report = (s.outbox / "坏.error.txt").read_text(encoding="utf-8")
+    report = (s.outbox / "坏.mp3.error.txt").read_text(encoding="utf-8")
     assert "坏.mp3" in report and "Not an audio file." in report
     assert "plays in a media player" in report  # the hint for not_audio
+
+
+def test_each_source_has_its_own_error_report_and_success_removes_only_its_own(env) -> None:
+    """x.mp3 and x.wav failing must not overwrite each other's report, and a later x.flac
+    success must not delete them (issue 15, smaller items)."""
+    s, q = env
+    for name in ("x.mp3", "x.wav"):
+        outcome.settle(s, q, finished(s, q, name, ok=False))
+    assert sorted(p.name for p in s.outbox.iterdir()) == ["x.mp3.error.txt", "x.wav.error.txt"]
+    outcome.settle(s, q, finished(s, q, "x.flac", ok=True))
+    assert sorted(p.name for p in s.outbox.iterdir()) == ["x.mp3.error.txt", "x.wav.error.txt"]
+    outcome.settle(s, q, finished(s, q, "x.mp3", ok=True))  # fixed and dropped again
+    assert sorted(p.name for p in s.outbox.iterdir()) == ["x.wav.error.txt"]
 
 
 def test_a_name_taken_in_the_archive_is_never_overwritten(env) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_drop_files_get_transcripts_history_and_archive(service: ServiceProcess,
     bad = by["broken.mp3"]
     assert bad.status == "failed" and bad.error_kind == "not_audio"
     assert (s.failed / "broken.mp3").is_file()
-    report = (s.outbox / "broken.error.txt").read_text(encoding="utf-8")
+    report = (s.outbox / "broken.mp3.error.txt").read_text(encoding="utf-8")
     assert "broken.mp3" in report and "not an audio or video file" in report
 
     history = app(service.settings_path, "sql",
@@ -93,8 +94,9 @@ def test_drop_files_get_transcripts_history_and_archive(service: ServiceProcess,
     assert "broken.mp3" in tasks.stdout
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGHUP"])  # SIGHUP: a closed terminal (issue 15)
 def test_ctrl_c_requeues_running_work_without_spending_an_attempt(
-    tmp_path: Path, models_dir: Path
+    tmp_path: Path, models_dir: Path, sig: str
 ) -> None:
     svc = ServiceProcess(service_settings(tmp_path, models_dir))
     try:
@@ -102,7 +104,7 @@ def test_ctrl_c_requeues_running_work_without_spending_an_attempt(
         wait_for(lambda: [t for t in svc.tasks() if t.status == "processing"], timeout=120)
         workers = [p for p in psutil.Process(svc.proc.pid).children(recursive=True)]
     finally:
-        assert svc.stop() == 0, svc.output()[-3000:]
+        assert svc.stop(getattr(signal, sig)) == 0, svc.output()[-3000:]
     [row] = TaskQueue(db.make_engine(svc.settings.database_url)).list()
     assert row.status == "pending" and row.attempts == 0
     assert (svc.settings.inbox / "long.wav").is_file()
@@ -124,7 +126,7 @@ def test_missing_model_fails_with_instructions_and_does_not_spin(
         assert svc.stop() == 0
     assert row.error_kind == "model_missing" and row.attempts == 1
     assert "small.pt" in row.error_message and "models import" in row.error_message
-    report = (svc.settings.outbox / "small" / "x.error.txt").read_text(encoding="utf-8")
+    report = (svc.settings.outbox / "small" / "x.wav.error.txt").read_text(encoding="utf-8")
     assert "small.pt" in report
 
 

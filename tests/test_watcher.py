@@ -188,3 +188,33 @@ def test_a_changed_file_with_the_same_name_later_gives_a_new_task(running: Runni
     tone_wav(running.inbox / "same.wav", 0.8)
     tasks = wait_for(lambda: len(running.tasks()) == 2 and running.tasks(), timeout=15)
     assert tasks[0].audio_seconds == pytest.approx(0.8, abs=0.05)
+
+
+def test_rescan_during_a_burst_of_admissions_never_fails(tmp_path: Path) -> None:
+    """The dispatch thread records files (adds to the admitted set) while the rescan job walks
+    it: 'dictionary changed size during iteration' in a 10,000-file burst (issue 15)."""
+    r = Running(tmp_path, stable_seconds=0.5)
+    try:
+        for i in range(600):
+            (r.inbox / f"{i:04d}.wav").write_text("not audio", encoding="utf-8")
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def rescans() -> None:
+            while not stop.is_set():
+                try:
+                    r.watcher.rescan()
+                except BaseException as err:  # noqa: BLE001 - the test reports it
+                    errors.append(err)
+                    return
+
+        t = threading.Thread(target=rescans)
+        t.start()
+        try:
+            wait_for(lambda: r.queue.counts()["failed"] == 600 or errors, timeout=300)
+        finally:
+            stop.set()
+            t.join()
+        assert errors == []
+    finally:
+        r.close()

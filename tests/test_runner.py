@@ -1,0 +1,80 @@
+"""The service's start and health checks against a broken database or a vanished inbox."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service import db
+from service.config import load_settings
+from service.runner import Service, StartError
+from service.web import check_health
+from tests.conftest import write_settings
+from tests.svc import app
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    s = load_settings(write_settings(tmp_path / "svc", {
+        "gpu": {"devices": "none"}, "http": {"enabled": False},
+        "scheduler": {"prestart_workers": 0},
+    }))
+    db.migrate(s.database_url)
+    return s
+
+
+def corrupt(path: Path) -> None:
+    """Damage the pages of the index on tasks.source (what a failing disk can leave): the file
+    still opens, migrations and the start-up queries still pass, but every new file's lookup
+    fails — the service used to run on with /health ok."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    for i in range(300):
+        conn.execute(
+            "INSERT INTO tasks (source, size, mtime_ns, model, task, priority, options, status,"
+            " attempts, resource_retries, max_attempts, progress, created_at, source_state)"
+            " VALUES (?, 1, 1, 'tiny.en', 'transcribe', 0, '{}', 'completed', 1, 0, 3, 1.0,"
+            " '2026-01-01 00:00:00', 'archived')", (f"file {i} " + "x" * 200 + ".wav",))
+    conn.commit()
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = [n for (n,) in conn.execute(
+        "SELECT pageno FROM dbstat WHERE name = 'ix_tasks_source' AND pagetype = 'leaf'")]
+    conn.close()
+    assert pages
+    data = bytearray(path.read_bytes())
+    for n in pages:
+        start = (n - 1) * page_size
+        data[start: start + 64] = b"\xa5" * 64  # the b-tree page header and cell pointers
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_database_refuses_to_start_with_a_plain_reason(settings) -> None:
+    corrupt(settings.sqlite_path)
+    assert db.integrity_problem(settings.database_url) is not None
+    with pytest.raises(StartError, match="damaged"):
+        Service(settings, backend=None).start()
+    out = app(settings.base_dir / "settings.yaml", "run", timeout=120)
+    assert out.returncode == 1 and "cannot start" in out.stderr and "damaged" in out.stderr
+
+
+def test_health_reports_a_deleted_database_or_inbox(settings) -> None:
+    assert db.integrity_problem(settings.database_url) is None
+    service = Service(settings, backend=None)
+    service.start()
+    try:
+        engine = db.make_engine(settings.database_url, readonly=True)
+        ok, reasons, _ = check_health(service, engine)
+        assert ok, reasons
+        service.scheduler.pause_job("maintenance")  # run its checks by hand below
+        settings.inbox.rmdir()
+        settings.sqlite_path.rename(settings.sqlite_path.with_name("moved.db"))
+        service._maintain()
+        ok, reasons, _ = check_health(service, engine)
+        assert not ok
+        assert any("inbox" in r and "missing" in r for r in reasons), reasons
+        assert any("database" in r and "missing" in r for r in reasons), reasons
+        engine.dispose()
+    finally:
+        service.stop()
