@@ -85,3 +85,11 @@ def test_readme_sql_queries_run(tmp_path: Path, db_url: str) -> None:
         outputs.append(out.stdout)
     assert any(digest in o and "副本/talk.mp3" in o for o in outputs)  # the duplicates query
     assert any("Not audio." in o for o in outputs)  # failures today
+
+
+def test_design_page_names_every_module() -> None:
+    """docs/design.md is the design the code follows: each module of service/ is in it."""
+    text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(\w+)\.py`", text))
+    actual = {p.stem for p in (REPO / "service").glob("*.py") if p.stem != "__init__"}
+    assert actual <= named, sorted(actual - named)
