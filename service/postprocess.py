@@ -131,10 +131,7 @@ def _into_file(segments: list[dict], duration: float, report: Report) -> list[di
             continue
         new_start = min(max(0.0, start), duration)
         new_end = min(max(new_start, end), duration)
-        if (new_start, new_end) != (start, end):
-            report.note("clamped", "outside_audio", seg, new_start=round(new_start, 3),
-                        new_end=round(new_end, 3))
-            seg["start"], seg["end"] = new_start, new_end
+        _retime(seg, new_start, new_end, "outside_audio", report)
         _clamp_words(seg)
         kept.append(seg)
     return kept
@@ -155,12 +152,8 @@ def _inside_speech(segments: list[dict], regions: Sequence[Region],
         if inside < min(MIN_SPEECH_OVERLAP, max(end - start, 0.0) / 2) or not touching:
             report.note("dropped", "outside_speech", seg)
             continue
-        lo, hi = max(start, touching[0].start), min(end, touching[-1].end)
-        if (lo, hi) != (start, end):
-            report.note("clamped", "outside_speech", seg, new_start=round(lo, 3),
-                        new_end=round(hi, 3))
-            seg["start"], seg["end"] = lo, hi
-            _clamp_words(seg)
+        _retime(seg, max(start, touching[0].start), min(end, touching[-1].end),
+                "outside_speech", report)
         kept.append(seg)
     return kept
 
@@ -270,14 +263,18 @@ def _ordered(segments: list[dict], report: Report) -> list[dict]:
     for seg in segments:
         start, end = float(seg["start"]), float(seg["end"])
         if start < last_end:
-            new_start = last_end
-            new_end = max(end, new_start)
-            report.note("clamped", "overlap", seg, new_start=round(new_start, 3),
-                        new_end=round(new_end, 3))
-            seg["start"], seg["end"] = new_start, new_end
-            _clamp_words(seg)
+            _retime(seg, last_end, max(end, last_end), "overlap", report)
         last_end = max(last_end, float(seg["end"]))
     return segments
+
+
+def _retime(seg: dict, start: float, end: float, reason: str, report: Report) -> None:
+    """Move a segment's times (and its words with it), recording the change."""
+    if (start, end) == (float(seg["start"]), float(seg["end"])):
+        return
+    report.note("clamped", reason, seg, new_start=round(start, 3), new_end=round(end, 3))
+    seg["start"], seg["end"] = start, end
+    _clamp_words(seg)
 
 
 def _clamp_words(seg: dict) -> None:
