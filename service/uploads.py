@@ -60,6 +60,8 @@ def clean_name(name: str, ignore: list[str], root: Path) -> PurePosixPath:
     """
     if not name or _CONTROL.search(name):
         raise UploadError("upload.bad_name", name=name.replace("\x00", "\\0"))
+    if "\\" in name:  # browsers send '/'-separated paths: this is a Windows or UNC path
+        raise UploadError("upload.bad_name", name=name)
     try:  # the outputs' own rules: no '..', drive, UNC or absolute path, no symlinked escape
         parts = outputs.safe_join(root, name).relative_to(root).parts
     except (outputs.UnsafePathError, ValueError):

@@ -105,7 +105,7 @@ def test_a_language_whisper_does_not_know_fails_at_admission(watched: Running) -
     by = rows_for(watched, 2)
     assert (by["zz.wav"].status, by["zz.wav"].error_kind) == (FAILED, "bad_sidecar")
     assert "'zz'" in by["zz.wav"].error_message and by["zz.wav"].attempts == 1
-    assert by["zh.wav"].status == PENDING and by["zh.wav"].language == "Chinese"
+    assert by["zh.wav"].status == PENDING and by["zh.wav"].language == "zh"
 
 
 # --- names (issue 15.4 and 15.6) ------------------------------------------------------------------
