@@ -27,9 +27,9 @@ from .vad import Region
 DATA_FILE = Path(__file__).resolve().parent / "data" / "hallucinations.txt"
 MIN_SPEECH_OVERLAP = 0.2  # seconds of a segment that must lie in speech for it to stay
 LOOP_SIMILARITY = 0.9  # near-identical consecutive segments (difflib ratio of normalised text)
-LOOP_RUN = 3  # this many near-identical segments in a row are a loop …
-LOOP_RUN_LONG = 2  # … or this many identical ones of at least LOOP_LONG_CHARS characters
-LOOP_LONG_CHARS = 8
+# This many near-identical segments in a row are a loop. Two are not: people do repeat a
+# sentence ("We will review the budget first." twice in bench/quality.py's corpus).
+LOOP_RUN = 3
 ECHO_MIN_CHARS = 5
 ECHO_SIMILARITY = 0.85
 
@@ -238,11 +238,8 @@ def _collapse_loops(segments: list[dict], report: Report) -> list[dict]:
         j = i + 1
         while j < len(segments) and _same(key, normalise(segments[j].get("text", ""))):
             j += 1
-        run = j - i
-        identical_long = run >= LOOP_RUN_LONG and len(key) >= LOOP_LONG_CHARS and all(
-            normalise(s.get("text", "")) == key for s in segments[i:j])
         kept.append(segments[i])
-        if run >= LOOP_RUN or identical_long:
+        if j - i >= LOOP_RUN:
             for seg in segments[i + 1:j]:
                 report.note("dropped", "loop", seg)
         else:

@@ -122,11 +122,13 @@ def test_a_loop_of_identical_segments_is_collapsed() -> None:
     assert reasons(report) == [("dropped", "loop")] * 5
 
 
-def test_near_identical_runs_collapse_but_two_short_replies_stay() -> None:
-    segments = [seg(1, 2, "对。"), seg(2, 3, "对。"), seg(3, 5, "好的，我明白了。"),
+def test_near_identical_runs_collapse_but_a_sentence_said_twice_stays() -> None:
+    segments = [seg(1, 2, "对。"), seg(2, 3, "对。"), seg(3, 4, "我们先看预算。"),
+                seg(5, 6, "我们先看预算。"), seg(7, 8, "好的。"), seg(8, 9, "好的，我明白了。"),
                 seg(5, 7, "好的，我明白了"), seg(7, 9, "好的,我明白了!")]
     result, report = run(segments)
-    assert [s["text"] for s in result["segments"]] == ["对。", "对。", "好的，我明白了。"]
+    assert [s["text"] for s in result["segments"]] == [
+        "对。", "对。", "我们先看预算。", "我们先看预算。", "好的。", "好的，我明白了。"]
     assert reasons(report) == [("dropped", "loop")] * 2
 
 
