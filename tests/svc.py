@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from service import db
 from service.config import load_settings
@@ -57,7 +58,14 @@ class ServiceProcess:
         return (self.settings_path.parent / "service.out").read_text("utf-8", errors="replace")
 
     def tasks(self) -> list:
-        return self.queue.list(limit=1000)
+        """The task rows; none while the starting service has not created its tables yet
+        (the SQLite file appears before the migration has run)."""
+        try:
+            return self.queue.list(limit=1000)
+        except (OperationalError, ProgrammingError) as err:
+            if "no such table" in str(err) or "does not exist" in str(err):
+                return []
+            raise
 
     def stop(self, sig: int = signal.SIGINT) -> int:
         if self.proc.poll() is None:
