@@ -4,6 +4,7 @@ Fixtures: `models_dir` (tiny.en imported with the real CLI, once per session), `
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -53,6 +54,16 @@ class ServiceProcess:
         """Up and running: its first heartbeat is written (it dies → the test fails here)."""
         assert self.proc.poll() is None, self.output()[-3000:]
         return heartbeat_path(self.settings).is_file()
+
+    def running(self) -> bool:
+        """Its own heartbeat is written (not one left by an earlier, killed service)."""
+        if not self.started():
+            return False
+        try:
+            data = json.loads(heartbeat_path(self.settings).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return data.get("pid") == self.proc.pid
 
     def output(self) -> str:
         return (self.settings_path.parent / "service.out").read_text("utf-8", errors="replace")
