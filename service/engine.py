@@ -212,21 +212,20 @@ def language_warning(model_name: str, multilingual: bool, language: str | None) 
             f"multilingual model such as {model_name.removesuffix('.en')}.")
 
 
-HOP_LENGTH = 160  # whisper.audio.HOP_LENGTH: samples per mel frame (100 frames per second)
-
-
 def clips_within(clips: Sequence[float], n_samples: int) -> list[float]:
     """Clip times whisper can seek to: inside the mel frames it has, on frame boundaries, no
     empty clip. A clip ending even one frame past the audio (VAD ends at the last sample)
     makes openai-whisper loop forever on a zero-length window (openai/whisper#2005)."""
-    frames = n_samples // HOP_LENGTH
+    from whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH
+
+    frames = n_samples // HOP_LENGTH  # what transcribe() calls content_frames
     out: list[float] = []
     for start, end in zip(clips[::2], clips[1::2], strict=True):
-        a = min(max(0, round(start * 100)), frames)
-        b = min(max(0, round(end * 100)), frames)
+        a = min(max(0, round(start * FRAMES_PER_SECOND)), frames)
+        b = min(max(0, round(end * FRAMES_PER_SECOND)), frames)
         if b > a:
-            out += [a / 100, b / 100]
-    return out or [0.0, frames / 100]
+            out += [a / FRAMES_PER_SECOND, b / FRAMES_PER_SECOND]
+    return out or [0.0, frames / FRAMES_PER_SECOND]
 
 
 # --------------------------------------------------------------------------- loading helpers

@@ -8,6 +8,7 @@ Decoding keys (chinese_script, glossary, beam_size, …) are those of settings.y
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -36,10 +37,6 @@ class Sidecar(BaseModel):
     )
     # The file's decoding choices, validated by options.Decoding (not a key of the file).
     decoding: dict = Field(default_factory=dict, exclude=True)
-
-    @property
-    def initial_prompt(self) -> str | None:
-        return self.decoding.get("initial_prompt")
 
 
 def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
@@ -84,8 +81,9 @@ def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
             for e in err.errors()
         )
         raise SidecarError(f"{path.name} is invalid: {problems}") from None
-    if sidecar.language and catalog.known_language(sidecar.language):
-        sidecar.language = catalog.language_code(sidecar.language)  # an unknown one: watcher
+    if sidecar.language:
+        with contextlib.suppress(ValueError):  # an unknown one is refused by the watcher
+            sidecar.language = catalog.language_code(sidecar.language)
     sidecar.decoding = decoding
     if sidecar.model and sidecar.model not in known_models:
         raise SidecarError(

@@ -76,7 +76,7 @@ def test_sidecar_keeps_only_what_it_sets_and_settings_fill_the_rest(tmp_path: Pa
     assert sc.language == "zh"
     assert sc.decoding == {"chinese_script": "traditional", "glossary": ["张经理", "DropScribe"],
                            "beam_size": 5, "initial_prompt": "季度会议"}
-    assert sc.initial_prompt == "季度会议"
+    assert sc.decoding["initial_prompt"] == "季度会议"
     settings = load_settings(write_settings(tmp_path / "s", {"transcribe": {
         "glossary": ["Kubernetes"], "vad": False, "word_timestamps": True}}))
     merged = options.resolve(settings.transcribe, sc.decoding)
