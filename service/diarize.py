@@ -31,7 +31,7 @@ WINDOW_S = 1.6  # Resemblyzer's partial utterance (160 mel frames of 10 ms)
 # espeak-ng voices (bench/diarize.py): windows of one voice sit at 0.05-0.25 of their own
 # centre, different voices 0.3-0.5 apart; real voices differ more, not less.
 AUTO_DISTANCE = 0.3
-MIN_SPEAKER_S = 1.0  # a "speaker" heard for less than this is a boundary artefact
+MIN_SPEAKER_S = 2.0  # a "speaker" heard for less: windows straddling a change of voice
 SMOOTH_WINDOWS = 5  # majority over 5 windows (1.25 s): one odd window is not a turn
 MAX_SPEAKERS = 20
 
@@ -93,10 +93,11 @@ def _windows(samples: np.ndarray, regions: Sequence[Region]) -> tuple[list[np.nd
     for r in regions:
         if r.end - r.start < 0.3:
             continue
-        starts = [r.start]
+        starts, centres = [r.start], [(r.start + r.end) / 2]
         if r.end - r.start > WINDOW_S:
-            starts = list(np.arange(r.start, r.end - WINDOW_S, STEP_S)) + [r.end - WINDOW_S]
-        centres = [min(s + WINDOW_S / 2, (r.start + r.end) / 2) for s in starts]
+            starts = [float(s) for s in np.arange(r.start, r.end - WINDOW_S, STEP_S)]
+            starts.append(r.end - WINDOW_S)
+            centres = [s + WINDOW_S / 2 for s in starts]
         for i, (s, c) in enumerate(zip(starts, centres, strict=True)):
             a = int(s * SAMPLE_RATE)
             audio.append(samples[a:a + int(min(WINDOW_S, r.end - r.start) * SAMPLE_RATE)])

@@ -195,6 +195,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "minutes.title": "Minutes: {file}",
         "minutes.empty": "_Nothing was said in this recording, so there are no minutes._",
         "minutes.local_error": "the minutes could not be made: {error}",
+        "minutes.no_transcript": "the transcript to summarise is not there ({files} in "
+                                 "{folder}); minutes need the txt or json output",
         "minutes.gave_up": "minutes given up after {attempts} attempt(s): {error}",
         "minutes.report_head": "DropScribe transcribed \"{file}\", but could not write its "
                                "minutes.",
@@ -388,6 +390,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "minutes.title": "会议纪要：{file}",
         "minutes.empty": "_这段录音里没有人说话，因此没有会议纪要。_",
         "minutes.local_error": "无法生成会议纪要：{error}",
+        "minutes.no_transcript": "找不到转写稿（{folder} 中的 {files}）；会议纪要需要 txt 或 "
+                                 "json 输出",
         "minutes.gave_up": "尝试 {attempts} 次后放弃生成会议纪要：{error}",
         "minutes.report_head": "DropScribe 已转写“{file}”，但未能生成会议纪要。",
         "minutes.report_reason": "出了什么问题：{error}",

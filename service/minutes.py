@@ -74,7 +74,7 @@ def transcript_lines(out_dir: Path, stem: str) -> list[str]:
     txt = out_dir / f"{stem}.txt"
     if txt.is_file():
         return [line for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise FileNotFoundError(f"no {stem}.json or {stem}.txt transcript in {out_dir}")
+    raise FileNotFoundError(f"{stem}.json / {stem}.txt")
 
 
 def chunks(lines: list[str], budget: int) -> list[str]:
@@ -281,6 +281,10 @@ class Minutes:
             outputs.write_text(out_dir, f"{stem}{MINUTES_SUFFIX}", f"# {title}\n\n{text}\n")
         except llm.ChatError as err:
             self._failed(task, err.message(self.lang), out_dir, stem)
+            return
+        except FileNotFoundError as err:  # deleted, or neither txt nor json was written
+            self._failed(task, i18n.t("minutes.no_transcript", self.lang, files=err,
+                                      folder=out_dir), out_dir, stem)
             return
         except (OSError, ValueError) as err:  # no transcript, unreadable prompt, full disk
             self._failed(task, i18n.t("minutes.local_error", self.lang, error=err), out_dir,
