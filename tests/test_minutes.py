@@ -12,9 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from service import minutes, outputs, status
-from service.config import load_settings
+from service.clock import ManualClock
+from service.config import Settings, load_settings
 from service.minutes import Minutes
 from service.tasks import NewTask, TaskQueue
 from tests.chat_server import ChatServer
@@ -27,7 +29,7 @@ LINES = ["[Speaker 1] Good morning, let us start with the budget.",
          "[Speaker 3] I will send the server plan by Friday."]
 
 
-def _setup(tmp_path: Path, server: ChatServer, clock, ui: str = "en",  # noqa: ANN001
+def _setup(tmp_path: Path, server: ChatServer, clock: ManualClock, ui: str = "en",
            **summary) -> tuple:
     cfg = {"summary": {"enabled": True, "url": server.url, "model": "qwen2.5-instruct",
                        "api_key": "sk-local-123", "backoff_seconds": 60, "max_attempts": 3,
@@ -47,7 +49,7 @@ def _setup(tmp_path: Path, server: ChatServer, clock, ui: str = "en",  # noqa: A
     return path, settings, queue, task.id, out_dir
 
 
-def _engine(settings):  # noqa: ANN001, ANN202
+def _engine(settings: Settings) -> Engine:
     from service import db
 
     db.migrate(settings.database_url)
@@ -55,7 +57,7 @@ def _engine(settings):  # noqa: ANN001, ANN202
 
 
 def test_request_shape_and_the_minutes_file(tmp_path: Path, chat_server: ChatServer,
-                                            clock) -> None:  # noqa: ANN001
+                                            clock: ManualClock) -> None:
     _path, settings, queue, tid, out_dir = _setup(tmp_path, chat_server, clock)
     m = Minutes(settings, queue, clock, "n1")
     assert m.run_once() is True
@@ -76,18 +78,19 @@ def test_request_shape_and_the_minutes_file(tmp_path: Path, chat_server: ChatSer
     assert (row.summary_status, row.summary_attempts, row.summary_error) == ("done", 1, None)
 
 
-def test_a_chinese_transcript_gets_chinese_instructions(tmp_path: Path,
-                                                       chat_server: ChatServer, clock) -> None:  # noqa: ANN001
+def test_a_chinese_transcript_gets_chinese_instructions(
+        tmp_path: Path, chat_server: ChatServer, clock: ManualClock) -> None:
     _path, settings, queue, tid, out_dir = _setup(tmp_path, chat_server, clock)
     queue.update_fields(tid, detected_language="zh")
     Minutes(settings, queue, clock, "n1").run_once()
     system = chat_server.requests[0]["messages"][0]["content"]
     assert "会议纪要" in system and "简体中文" in system and "## 待办事项" in system
-    assert (out_dir / "周会.minutes.md").read_text(encoding="utf-8").startswith("# 会议纪要：周会.mp3")
+    written = (out_dir / "周会.minutes.md").read_text(encoding="utf-8")
+    assert written.startswith("# 会议纪要：周会.mp3")
 
 
 def test_a_long_transcript_goes_in_parts_that_fit_and_is_merged(
-        tmp_path: Path, chat_server: ChatServer, clock) -> None:  # noqa: ANN001
+        tmp_path: Path, chat_server: ChatServer, clock: ManualClock) -> None:
     """1200 turns, a 2048-token model: every request fits its context (estimated cautiously),
     every line is sent once, in order, and the notes are merged into one set of minutes."""
     _path, settings, queue, tid, out_dir = _setup(tmp_path, chat_server, clock,
@@ -119,7 +122,7 @@ def test_chunks_split_a_line_too_long_for_one_part() -> None:
 
 
 def test_endpoint_down_is_retried_later_and_the_transcript_is_untouched(
-        tmp_path: Path, chat_server: ChatServer, clock) -> None:  # noqa: ANN001
+        tmp_path: Path, chat_server: ChatServer, clock: ManualClock) -> None:
     _path, settings, queue, tid, out_dir = _setup(tmp_path, chat_server, clock)
     before = (out_dir / "周会.txt").read_bytes()
     chat_server.down = True
@@ -147,7 +150,8 @@ def test_endpoint_down_is_retried_later_and_the_transcript_is_untouched(
     ("error", "answered HTTP 500: {\"error\": {\"message\": \"model not loaded\"}}"),
 ])
 def test_bad_replies_give_up_after_the_last_attempt_with_the_reason(
-        tmp_path: Path, chat_server: ChatServer, clock, mode: str, reason: str) -> None:  # noqa: ANN001
+        tmp_path: Path, chat_server: ChatServer, clock: ManualClock, mode: str,
+        reason: str) -> None:
     path, settings, queue, tid, out_dir = _setup(tmp_path, chat_server, clock)
     chat_server.mode = mode
     m = Minutes(settings, queue, clock, "n1")
@@ -179,7 +183,7 @@ def test_bad_replies_give_up_after_the_last_attempt_with_the_reason(
 
 
 def test_a_server_slower_than_the_timeout(tmp_path: Path, chat_server: ChatServer,
-                                          clock) -> None:  # noqa: ANN001
+                                          clock: ManualClock) -> None:
     _path, settings, queue, tid, _out = _setup(tmp_path, chat_server, clock, timeout_seconds=0.5)
     chat_server.mode, chat_server.delay = "slow", 3.0
     Minutes(settings, queue, clock, "n1").run_once()
@@ -189,7 +193,7 @@ def test_a_server_slower_than_the_timeout(tmp_path: Path, chat_server: ChatServe
 
 
 def test_reasons_are_in_chinese_for_a_chinese_ui(tmp_path: Path, chat_server: ChatServer,
-                                                 clock) -> None:  # noqa: ANN001
+                                                 clock: ManualClock) -> None:
     _p, settings, queue, tid, out_dir = _setup(tmp_path, chat_server, clock, ui="zh-CN")
     chat_server.down = True
     m = Minutes(settings, queue, clock, "n1")
@@ -202,7 +206,7 @@ def test_reasons_are_in_chinese_for_a_chinese_ui(tmp_path: Path, chat_server: Ch
 
 
 def test_a_claim_of_a_dead_node_lapses_and_stop_hands_work_back(
-        tmp_path: Path, chat_server: ChatServer, clock) -> None:  # noqa: ANN001
+        tmp_path: Path, chat_server: ChatServer, clock: ManualClock) -> None:
     _path, settings, queue, tid, _out = _setup(tmp_path, chat_server, clock)
     dead = Minutes(settings, queue, clock, "dead-node")
     assert dead.claim() is not None  # then the node dies before it answers
@@ -219,6 +223,6 @@ def test_a_claim_of_a_dead_node_lapses_and_stop_hands_work_back(
     assert (row.summary_status, row.summary_attempts) == ("pending", 0)
 
 
-def test_minutes_off_leaves_the_task_alone(tmp_path: Path, clock) -> None:  # noqa: ANN001
+def test_minutes_off_leaves_the_task_alone(tmp_path: Path, clock: ManualClock) -> None:
     settings = load_settings(write_settings(tmp_path, {}))
     assert minutes.wanted(settings) == {}
