@@ -31,9 +31,15 @@ WINDOW_S = 1.6  # Resemblyzer's partial utterance (160 mel frames of 10 ms)
 # espeak-ng voices (bench/diarize.py): windows of one voice sit at 0.05-0.25 of their own
 # centre, different voices 0.3-0.5 apart; real voices differ more, not less.
 AUTO_DISTANCE = 0.3
-MIN_SPEAKER_S = 2.0  # a "speaker" heard for less: windows straddling a change of voice
+# A "speaker" never heard this long at a stretch is windows straddling a change of voice. (The
+# price: someone who only ever says "yes" is given to the nearest voice.)
+MIN_TURN_S = 1.5
 SMOOTH_WINDOWS = 5  # majority over 5 windows (1.25 s): one odd window is not a turn
 MAX_SPEAKERS = 20
+BATCH = 256  # windows per encoder call
+# Average linkage needs all pairwise distances (n² memory): beyond this many windows (~8 min
+# of speech) every k-th window is clustered and the others join the nearest cluster centre.
+MAX_CLUSTERED = 2000
 
 __all__ = ["Encoder", "Turn", "diarize", "resemblyzer_encoder"]
 
@@ -66,16 +72,16 @@ class _Resemblyzer:
         import torch
         from resemblyzer import normalize_volume, wav_to_mel_spectrogram
 
-        mels = [wav_to_mel_spectrogram(normalize_volume(w, -30, increase_only=True))
-                for w in windows]
-        n = max(len(m) for m in mels)
-        batch = np.zeros((len(mels), n, mels[0].shape[1]), np.float32)
-        for i, m in enumerate(mels):  # a short region's window is padded with silence
-            batch[i, :len(m)] = m
         out = []
-        with torch.inference_mode():
-            for i in range(0, len(batch), 256):
-                out.append(self.model(torch.from_numpy(batch[i:i + 256])).numpy())
+        for i in range(0, len(windows), BATCH):  # bounded memory for a long file
+            mels = [wav_to_mel_spectrogram(normalize_volume(w, -30, increase_only=True))
+                    for w in windows[i:i + BATCH]]
+            batch = np.zeros((len(mels), max(len(m) for m in mels), mels[0].shape[1]),
+                             np.float32)
+            for j, m in enumerate(mels):  # a short region's window is padded with silence
+                batch[j, :len(m)] = m
+            with torch.inference_mode():
+                out.append(self.model(torch.from_numpy(batch)).numpy())
         return np.concatenate(out)
 
 
@@ -112,24 +118,46 @@ def _cluster(emb: np.ndarray, speakers: int | None) -> np.ndarray:
 
     if len(emb) == 1 or speakers == 1:
         return np.zeros(len(emb), int)
+    step = -(-len(emb) // MAX_CLUSTERED)
+    sample = emb[::step]
     if speakers is None:
         algo = AgglomerativeClustering(n_clusters=None, distance_threshold=AUTO_DISTANCE,
                                        metric="cosine", linkage="average")
     else:
-        algo = AgglomerativeClustering(n_clusters=min(speakers, len(emb)), metric="cosine",
+        algo = AgglomerativeClustering(n_clusters=min(speakers, len(sample)), metric="cosine",
                                        linkage="average")
-    return algo.fit_predict(emb)
+    labels = algo.fit_predict(sample)
+    if step == 1:
+        return labels
+    keys = sorted(set(labels))
+    centres = np.stack([sample[labels == k].mean(axis=0) for k in keys])
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    return np.array(keys)[np.argmax(emb @ centres.T, axis=1)]
+
+
+def _longest_runs(labels: np.ndarray, spans: list[tuple[float, float]]) -> dict[int, float]:
+    """Per cluster, its longest stretch of consecutive windows, in seconds."""
+    best: dict[int, float] = {}
+    run_start = 0
+    for i in range(len(labels)):
+        last = i == len(labels) - 1
+        if last or labels[i + 1] != labels[i] or spans[i + 1][0] != spans[i][1]:
+            k = int(labels[i])
+            best[k] = max(best.get(k, 0.0), spans[i][1] - spans[run_start][0])
+            run_start = i + 1
+    return best
 
 
 def _absorb_small(labels: np.ndarray, emb: np.ndarray, spans: list[tuple[float, float]],
                   keep: int | None) -> np.ndarray:
-    """Clusters heard for under MIN_SPEAKER_S join the nearest real one (not when N is fixed)."""
+    """A cluster never heard for MIN_TURN_S at a stretch joins the nearest real one: windows
+    straddling a change of voice are a mix of both and cluster together, at every change
+    (not when the number of speakers is fixed)."""
     if keep is not None:
         return labels
-    seconds = {k: sum(e - s for (s, e), lab in zip(spans, labels, strict=True) if lab == k)
-               for k in set(labels)}
-    big = [k for k, s in seconds.items() if s >= MIN_SPEAKER_S]
-    if not big or len(big) == len(seconds):
+    runs = _longest_runs(labels, spans)
+    big = [k for k, s in runs.items() if s >= MIN_TURN_S]
+    if not big or len(big) == len(runs):
         return labels
     centres = {k: emb[labels == k].mean(axis=0) for k in big}
     out = labels.copy()
