@@ -282,9 +282,9 @@ class Minutes:
         except llm.ChatError as err:
             self._failed(task, err.message(self.lang), out_dir, stem)
             return
-        except FileNotFoundError as err:  # deleted, or neither txt nor json was written
-            self._failed(task, i18n.t("minutes.no_transcript", self.lang, files=err,
-                                      folder=out_dir), out_dir, stem)
+        except FileNotFoundError as err:  # deleted, or neither txt nor json was written:
+            self._failed(task, i18n.t("minutes.no_transcript", self.lang, files=err,  # a retry
+                                      folder=out_dir), out_dir, stem, final=True)  # won't help
             return
         except (OSError, ValueError) as err:  # no transcript, unreadable prompt, full disk
             self._failed(task, i18n.t("minutes.local_error", self.lang, error=err), out_dir,
@@ -296,10 +296,11 @@ class Minutes:
             if stale.is_file():
                 stale.unlink()
 
-    def _failed(self, task: Task, reason: str, out_dir: Path, stem: str) -> None:
+    def _failed(self, task: Task, reason: str, out_dir: Path, stem: str,
+                final: bool = False) -> None:
         cfg = self.settings.summary
         attempts = task.summary_attempts
-        if attempts < cfg.max_attempts:
+        if attempts < cfg.max_attempts and not final:
             wait = cfg.backoff_seconds * 2 ** (attempts - 1)
             self._set(task.id, summary_status=PENDING, summary_error=reason,
                       summary_next_at=self.clock.now() + timedelta(seconds=wait))

@@ -190,6 +190,10 @@ def apply(result: dict[str, Any], samples: np.ndarray, decoding: dict[str, Any],
         log.warning("speaker labels skipped: %s", err)
         meta.setdefault("warnings", []).append(i18n.t("speaker.unavailable", "en", error=err))
         return time.perf_counter() - t0
+    if not turns:  # no speech long enough to tell voices apart: nothing to label
+        meta.update(speakers=[], speaker_turns=[],
+                    diarize_seconds=round(time.perf_counter() - t0, 3))
+        return time.perf_counter() - t0
     split = assign(result, turns)
     seconds: dict[int, float] = {}
     for t in turns:

@@ -202,7 +202,11 @@ def test_reasons_are_in_chinese_for_a_chinese_ui(tmp_path: Path, chat_server: Ch
     (out_dir / "周会.txt").unlink()  # a transcript the user deleted meanwhile
     clock.advance(61)
     m.run_once()
-    assert "找不到转写稿" in queue.get(tid).summary_error
+    row = queue.get(tid)
+    assert "找不到转写稿" in row.summary_error
+    assert row.summary_status == "failed"  # at once: trying again cannot bring it back
+    report = (out_dir / "周会.minutes.error.txt").read_text(encoding="utf-8")
+    assert "未能生成会议纪要" in report and "转写稿完整，不受影响" in report
 
 
 def test_a_claim_of_a_dead_node_lapses_and_stop_hands_work_back(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,31 @@ def test_off_changes_nothing(sentence_audio: np.ndarray) -> None:
     meta: dict = {"speech_regions": [[0.0, 1.0]]}
     assert speakers.apply(result, sentence_audio, {}, meta, "en") is None
     assert result == before and meta == {"speech_regions": [[0.0, 1.0]]}
+
+
+def test_no_speech_no_labels() -> None:
+    result = {"segments": [_seg(0.0, 1.0, " Hi.")], "text": " Hi."}
+    meta: dict = {"speech_regions": []}
+    assert speakers.apply(result, np.zeros(16000, np.float32), {"speakers": "auto"}, meta,
+                          "en") is not None
+    assert meta["speakers"] == [] and "speaker" not in result["segments"][0]
+
+
+def test_without_resemblyzer_the_transcript_stays_and_says_why(
+        sentence_audio: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install that skipped `pip install --no-deps resemblyzer==0.1.4`."""
+    from service import diarize
+
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)  # import fails as if not installed
+    diarize.resemblyzer_encoder.cache_clear()
+    try:
+        result = {"segments": [_seg(0.0, 1.0, " Hi.")], "text": " Hi."}
+        meta: dict = {"speech_regions": [[0.0, 2.0]], "warnings": []}
+        speakers.apply(result, sentence_audio, {"speakers": 2}, meta, "en")
+    finally:
+        diarize.resemblyzer_encoder.cache_clear()
+    assert "speaker" not in result["segments"][0]
+    assert "pip install --no-deps resemblyzer==0.1.4" in meta["warnings"][0]
 
 
 def test_apply_labels_and_records(tmp_path: Path) -> None:
