@@ -70,7 +70,7 @@ def collect(settings: Settings, queue: TaskQueue, heartbeat: dict | None) -> dic
     Keys: service ("running" | "not running"), mode, pid, worker_id, started, http_port,
     status_url, watcher_alive, counts {state: n}, gpus [...], running [...] (with
     elapsed_seconds and eta_seconds), vram_estimates [...], recent_failures [...],
-    generated_at (UTC).
+    minutes {summary_status: n}, minutes_failures [...], generated_at (UTC).
     """
     now = queue.clock.now()
     hb = heartbeat or {}
