@@ -113,8 +113,8 @@ def _split_by_words(seg: dict, turns: Sequence[Turn]) -> list[dict]:
     if len(runs) <= 1:
         return [seg]
     out = []
-    for n, (s, e, _k, a, b) in enumerate(runs):
-        out.append({**seg, "words": words[a:b + 1],
+    for n, (s, e, k, a, b) in enumerate(runs):
+        out.append({**seg, "words": words[a:b + 1], "speaker": k,
                     "start": float(seg["start"]) if n == 0 else s,
                     "end": float(seg["end"]) if n == len(runs) - 1 else e,
                     "text": "".join(w["word"] for w in words[a:b + 1])})
@@ -129,14 +129,14 @@ def _split_by_time(seg: dict, turns: Sequence[Turn]) -> list[dict]:
     if len(pieces) == 1:
         return [seg]
     text, out, at = seg.get("text", ""), [], 0
-    for n, (s, e, _k) in enumerate(pieces):
+    for n, (s, e, k) in enumerate(pieces):
         if n == len(pieces) - 1:
             cut = len(text)
         else:
             cut = at + _cut(text[at:], (e - s) / max(end - s, 1e-9))
         piece = text[at:cut]
         if piece.strip():
-            out.append({**seg, "start": s, "end": e, "text": piece})
+            out.append({**seg, "start": s, "end": e, "text": piece, "speaker": k})
         elif out:
             out[-1]["end"] = e
         at = cut
@@ -153,7 +153,8 @@ def assign(result: dict[str, Any], turns: Sequence[Turn]) -> int:
         parts = _split_by_words(seg, turns) if seg.get("words") else _split_by_time(seg, turns)
         split += len(parts) > 1
         for part in parts:
-            part["speaker"] = _speaker_at(float(part["start"]), float(part["end"]), turns)
+            if len(parts) == 1 or "speaker" not in part:
+                part["speaker"] = _speaker_at(float(part["start"]), float(part["end"]), turns)
             for w in part.get("words") or []:
                 w["speaker"] = part["speaker"]
             segments.append(part)
