@@ -260,6 +260,8 @@ class Minutes:
         chosen = self.settings.summary.language
         if chosen != "auto":
             return chosen
+        if task.task == "translate":  # the transcript is English whatever was spoken
+            return "en"
         return task.detected_language or task.language or "en"
 
     def _make(self, task: Task) -> None:
