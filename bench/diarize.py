@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -106,14 +107,15 @@ def run(folder: Path, minutes: float) -> tuple[float, float]:
     path, truth = _long(folder / "long", minutes)
     samples, _ = read_wav(path)
     regions = vad.speech_regions(samples, vad.VadOptions())
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     turns = diarize.diarize(samples, regions)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     audio = len(samples) / 16000
     error = der(truth, [(t.start, t.end, t.speaker) for t in turns])
     print(f"{'long meeting, 3 voices':32s} speakers {len({t.speaker for t in turns})} "
           f"(true 3)  DER {error:.3f}  {took:.1f} s for {audio / 60:.1f} min of audio = "
-          f"{took / audio * 60:.1f} s per audio minute")
+          f"{took / audio * 60:.1f} s per audio minute ({cpu / audio * 60:.1f} s of CPU; "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})")
     within, across = _cosines(folder / "cos")
     print(f"cosine (whole sentences): within a voice >= {within:.2f}, across voices "
           f"<= {across:.2f}")

@@ -28,12 +28,14 @@ SAMPLE_RATE = 16_000
 STEP_S = 0.25  # one embedding every 0.25 s: turn boundaries land within ~0.13 s
 WINDOW_S = 1.6  # Resemblyzer's partial utterance (160 mel frames of 10 ms)
 # Average-linkage cosine distance above which two groups are different people. Measured on
-# espeak-ng voices (bench/diarize.py): windows of one voice sit at 0.05-0.25 of their own
-# centre, different voices 0.3-0.5 apart; real voices differ more, not less.
+# espeak-ng meetings (bench/diarize.py): 0.35 already merged the two closest of three voices
+# on a 15-s meeting, 0.40 on every meeting; below 0.3 one voice splits. An extra label is the
+# lesser harm: it stays near the low end.
 AUTO_DISTANCE = 0.3
-# A "speaker" never heard this long at a stretch is windows straddling a change of voice. (The
-# price: someone who only ever says "yes" is given to the nearest voice.)
-MIN_TURN_S = 1.5
+# A "speaker" never heard this long at a stretch is windows straddling a change of voice (1-1.5
+# s at each change, measured) or one odd sentence (1.9 s on a 3-minute meeting). The price:
+# someone who only ever says a word or two is given to the nearest voice.
+MIN_TURN_S = 2.0
 SMOOTH_WINDOWS = 5  # majority over 5 windows (1.25 s): one odd window is not a turn
 MAX_SPEAKERS = 20
 BATCH = 256  # windows per encoder call
