@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from service import minutes, outputs, status
+from service import minutes, outputs, status, statuspage
 from service.clock import ManualClock
 from service.config import Settings, load_settings
 from service.minutes import Minutes
@@ -172,6 +172,9 @@ def test_bad_replies_give_up_after_the_last_attempt_with_the_reason(
     assert "minutes: failed 1" in shown and f"#{tid} team/周会.mp3: minutes failed" in shown
     assert "会议纪要：失败 1" in status.render_text(status.collect(settings, queue, None),
                                                  "zh-CN")
+    page = statuspage.render_page(status.collect(settings, queue, None), "zh-CN")
+    assert "<h2>会议纪要</h2>" in page and "无法连接" not in page and reason[:20] in \
+        page.replace("&quot;", '"')
     # fixed: `python app.py minutes ID` makes them again, and success removes the report
     chat_server.mode = "ok"
     result = app(path, "minutes", str(tid))
