@@ -117,6 +117,13 @@ class CpuSettings(_Section):
     threads_per_task: int = Field(0, ge=0)
 
 
+class MemorySettings(_Section):
+    """Host RAM: long files in pieces, and tasks started only when their memory fits."""
+
+    piece_minutes: float = Field(10, ge=0)
+    reserve_mb: int = Field(2048, ge=0)
+
+
 class UiSettings(_Section):
     language: Literal["en", "zh-CN"] | None = None
 
@@ -160,6 +167,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     cpu: CpuSettings = Field(default_factory=CpuSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
