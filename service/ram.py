@@ -18,8 +18,8 @@ from . import catalog
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-# A worker with torch, whisper, silero-vad and OpenCC imported, before any model (measured
-# with bench/memory.py: 430 MiB on Linux; Windows spawns a fresh interpreter, a bit more).
+# A worker with torch, whisper, silero-vad and OpenCC imported, before any model: about
+# 380 MiB (bench/memory.py measured 533 MiB with tiny.en loaded); with room for Windows' spawn.
 BASE_MB = 600
 BYTES_PER_PARAMETER = 4  # checkpoints load as fp32 on the host (a GPU model is cast after)
 PIECE_MB_PER_MINUTE = 36  # samples + spectrogram of one piece (≈ 2.1 GB per audio hour)
