@@ -1,7 +1,8 @@
 """Probe and decode audio with PyAV — the product never needs an ffmpeg executable.
 
 ``probe`` answers "is this audio, and how long is it?" cheaply when a file is enqueued;
-``decode`` turns it into what Whisper wants (mono float32 at 16 kHz) inside the worker.
+``stream`` turns it into what Whisper wants (mono float32 at 16 kHz) inside the worker, block
+by block (``decode``: the same, as one array).
 Every failure a user can cause (empty file, a text file named .wav, a video without sound, a
 truncated download, a folder named x.mp3, no permission) becomes a ``NotAudioError`` whose
 message is written for that user, never a raw PyAV exception.
@@ -329,31 +330,29 @@ def probe(path: Path) -> AudioInfo:
 # --- decode ---------------------------------------------------------------------------------
 
 
-def decode(path: Path, sample_rate: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
-    """Decode the first audio stream to mono float32 at ``sample_rate`` (Whisper's input).
+def stream(path: Path, sample_rate: int = WHISPER_SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Decode the first audio stream to mono float32 at ``sample_rate``, block by block.
 
-    Matches ``whisper.audio.load_audio`` (ffmpeg ``-ac 1 -ar 16000``, same libswresample)
-    without its int16 round trip. Like the ffmpeg CLI, a packet that fails to decode is
-    skipped with a warning, so a file damaged near the end still yields what precedes the
-    damage; only a file with no decodable audio at all raises ``NotAudioError``.
+    The blocks come as FFmpeg decodes them, so memory is that of one block whatever the
+    length (``pieces`` takes a long file a few minutes at a time). Matches
+    ``whisper.audio.load_audio`` (ffmpeg ``-ac 1 -ar 16000``, same libswresample) without its
+    int16 round trip. Like the ffmpeg CLI, a packet that fails to decode is skipped with a
+    warning, so a file damaged near the end still yields what precedes the damage; only a file
+    with no decodable audio at all raises ``NotAudioError``.
     """
     path = Path(path)
-    chunks: list[np.ndarray] = []
+    yielded = False
     bad_packets = 0
     try:
-        with _open_audio(path) as (container, stream, _head):
+        with _open_audio(path) as (container, audio_stream, _head):
             resampler: av.AudioResampler | None = None
             source_key: tuple[str, str, int] | None = None
 
-            def take(frames: list[av.AudioFrame]) -> None:
-                for out in frames:
-                    chunks.append(out.to_ndarray().reshape(-1))
-
             def packets() -> Iterator[av.Packet | None]:
                 try:
-                    yield from container.demux(stream)  # ends with an empty flush packet
+                    yield from container.demux(audio_stream)  # ends with an empty flush packet
                 except (av.error.FFmpegError, EOFError) as exc:
-                    if not chunks:
+                    if not yielded:
                         raise
                     log.warning("%s: reading stopped early (%s); keeping what was decoded",
                                 path.name, exc)
@@ -361,23 +360,29 @@ def decode(path: Path, sample_rate: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
 
             for packet in packets():
                 try:
-                    frames = stream.decode(packet)
+                    frames = audio_stream.decode(packet)
                 except (av.error.FFmpegError, EOFError) as exc:
                     bad_packets += 1
                     log.debug("%s: skipping a packet that does not decode: %s", path.name, exc)
                     continue
                 for frame in frames:
                     key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    outs: list[av.AudioFrame] = []
                     if key != source_key:
                         # A stream may change rate/layout mid-way (some MP3/AAC files do);
                         # ffmpeg reconfigures its filter, we start a fresh resampler.
                         if resampler is not None:
-                            take(resampler.resample(None))
+                            outs += resampler.resample(None)
                         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
                         source_key = key
-                    take(resampler.resample(frame))
+                    outs += resampler.resample(frame)
+                    for block in _blocks(outs):
+                        yielded = True
+                        yield block
             if resampler is not None:
-                take(resampler.resample(None))  # flush: the resampler holds back a tail
+                for block in _blocks(resampler.resample(None)):  # the resampler holds a tail
+                    yielded = True
+                    yield block
     except NotAudioError:
         raise
     except (av.error.FFmpegError, OSError, EOFError) as exc:
@@ -385,12 +390,23 @@ def decode(path: Path, sample_rate: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
 
     if bad_packets:
         log.warning("%s: %d damaged packet(s) skipped while decoding", path.name, bad_packets)
-    if not chunks:
+    if not yielded:
         if bad_packets:
             raise _damaged("no audio could be decoded from it.")
         raise NotAudioError(MSG_NO_AUDIO_DATA, "empty")
-    audio = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
-    return audio.astype(np.float32, copy=False)
+
+
+def _blocks(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
+    for out in frames:
+        block = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        if len(block):
+            yield block
+
+
+def decode(path: Path, sample_rate: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
+    """The whole file as one array (see ``stream``; fine for short files and tests)."""
+    blocks = list(stream(path, sample_rate))
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0].copy()
 
 
 def is_audio_name(name: str | os.PathLike[str]) -> bool:
@@ -405,4 +421,5 @@ __all__ = [
     "decode",
     "is_audio_name",
     "probe",
+    "stream",
 ]

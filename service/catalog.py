@@ -46,14 +46,22 @@ def known_models(models_dir: Path) -> set[str]:
     return set(OFFICIAL) | set(local_models(models_dir))
 
 
+def _closest_official(name: str) -> str:
+    """The official model a name stands for: itself, the longest official name inside it
+    ("my-small-zh" → small), else "large" (the safe guess for memory)."""
+    if name in OFFICIAL:
+        return name
+    return next((o for o in sorted(OFFICIAL, key=len, reverse=True) if o in name), "large")
+
+
 def default_vram_mb(name: str) -> int:
     """Table value for official names; for imported ones guess from the name, else 'large'."""
-    if name in OFFICIAL:
-        return OFFICIAL[name][1]
-    for official in sorted(OFFICIAL, key=len, reverse=True):
-        if official in name:
-            return OFFICIAL[official][1]
-    return OFFICIAL["large"][1]
+    return OFFICIAL[_closest_official(name)][1]
+
+
+def parameters_millions(name: str) -> int:
+    """Parameter count (millions), guessed like default_vram_mb for imported names."""
+    return OFFICIAL[_closest_official(name)][0]
 
 
 @lru_cache(maxsize=1)

@@ -117,6 +117,13 @@ class CpuSettings(_Section):
     threads_per_task: int = Field(0, ge=0)
 
 
+class MemorySettings(_Section):
+    """Host RAM: long files in pieces, and tasks started only when their memory fits."""
+
+    piece_minutes: float = Field(10, ge=0)
+    reserve_mb: int = Field(2048, ge=0)
+
+
 class SummarySettings(_Section):
     """`summary:` — minutes from the user's own OpenAI-compatible chat server (minutes.py)."""
 
@@ -194,6 +201,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     cpu: CpuSettings = Field(default_factory=CpuSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     summary: SummarySettings = Field(default_factory=SummarySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -13,7 +13,7 @@ model) can be plugged in behind `Encoder`. Worker-only (imports torch).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
@@ -93,12 +93,42 @@ def resemblyzer_encoder() -> Encoder:
     return _Resemblyzer()
 
 
-def _windows(samples: np.ndarray, regions: Sequence[Region]) -> tuple[list[np.ndarray],
-                                                                      list[tuple[float, float]]]:
-    """Audio of each window and the span of the file it speaks for (its centre ± STEP/2;
-    the first and last window of a region reach the region's edges)."""
-    audio, spans = [], []
+def region_audio(audio: np.ndarray | Iterable[np.ndarray],
+                 regions: Sequence[Region]) -> Iterator[tuple[Region, np.ndarray]]:
+    """Each region's samples, in order, from one array or from streamed blocks
+    (``audio.stream``): only the blocks of the region at hand are held, so memory does not
+    grow with the file's length."""
+    if isinstance(audio, np.ndarray):
+        for r in regions:
+            yield r, audio[int(r.start * SAMPLE_RATE):int(r.end * SAMPLE_RATE)]
+        return
+    blocks = iter(audio)
+    held: list[np.ndarray] = []
+    held_start = 0  # sample index of held[0][0]
+    held_len = 0
     for r in regions:
+        a, b = int(r.start * SAMPLE_RATE), int(r.end * SAMPLE_RATE)
+        while held_start + held_len < b:
+            block = next(blocks, None)
+            if block is None:
+                break
+            held.append(block)
+            held_len += len(block)
+            while held and held_start + len(held[0]) <= a:  # wholly before the region
+                held_start += len(held[0])
+                held_len -= len(held[0])
+                held.pop(0)
+        joined = np.concatenate(held) if held else np.zeros(0, np.float32)
+        yield r, joined[max(0, a - held_start):b - held_start]
+        tail = joined[b - held_start:].copy()  # a copy: a view would keep the region alive
+        held, held_start, held_len = [tail], b, len(tail)
+
+
+def _windows(audio: np.ndarray | Iterable[np.ndarray], regions: Sequence[Region]
+             ) -> Iterator[tuple[np.ndarray, tuple[float, float]]]:
+    """Each window's audio and the span of the file it speaks for (its centre ± STEP/2;
+    the first and last window of a region reach the region's edges)."""
+    for r, samples in region_audio(audio, regions):
         if r.end - r.start < 0.3:
             continue
         starts, centres = [r.start], [(r.start + r.end) / 2]
@@ -106,13 +136,12 @@ def _windows(samples: np.ndarray, regions: Sequence[Region]) -> tuple[list[np.nd
             starts = [float(s) for s in np.arange(r.start, r.end - WINDOW_S, STEP_S)]
             starts.append(r.end - WINDOW_S)
             centres = [s + WINDOW_S / 2 for s in starts]
+        length = int(min(WINDOW_S, r.end - r.start) * SAMPLE_RATE)
         for i, (s, c) in enumerate(zip(starts, centres, strict=True)):
-            a = int(s * SAMPLE_RATE)
-            audio.append(samples[a:a + int(min(WINDOW_S, r.end - r.start) * SAMPLE_RATE)])
+            a = int((s - r.start) * SAMPLE_RATE)
             lo = r.start if i == 0 else (centres[i - 1] + c) / 2
             hi = r.end if i == len(starts) - 1 else (c + centres[i + 1]) / 2
-            spans.append((float(lo), float(hi)))
-    return audio, spans
+            yield samples[a:a + length], (float(lo), float(hi))
 
 
 def _cluster(emb: np.ndarray, speakers: int | None) -> np.ndarray:
@@ -185,14 +214,26 @@ def _smooth(labels: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:
     return out
 
 
-def diarize(samples: np.ndarray, regions: Sequence[Region], speakers: int | None = None,
-            encoder: Encoder | None = None) -> list[Turn]:
-    """Speaker turns of 16 kHz mono audio inside `regions`; `speakers` fixes their number
-    (None: estimated). Turns are sorted, never overlap, and cover the regions."""
-    audio, spans = _windows(samples, regions)
-    if not audio:
+def diarize(audio: np.ndarray | Iterable[np.ndarray], regions: Sequence[Region],
+            speakers: int | None = None, encoder: Encoder | None = None) -> list[Turn]:
+    """Speaker turns of 16 kHz mono audio (an array, or streamed blocks) inside `regions`;
+    `speakers` fixes their number (None: estimated). Turns are sorted, never overlap, and cover
+    the regions."""
+    spans: list[tuple[float, float]] = []
+    parts, batch = [], []
+    for window, span in _windows(audio, regions):  # embedded a batch at a time, as it streams
+        if encoder is None:
+            encoder = resemblyzer_encoder()
+        batch.append(window)
+        spans.append(span)
+        if len(batch) == BATCH:
+            parts.append(encoder.embed(batch))
+            batch = []
+    if batch:
+        parts.append(encoder.embed(batch))
+    if not spans:
         return []
-    emb = (encoder or resemblyzer_encoder()).embed(audio)
+    emb = np.concatenate(parts)
     labels = _cluster(emb, speakers)
     labels = _absorb_small(labels, emb, spans, speakers)
     labels = _smooth(labels, spans)

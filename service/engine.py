@@ -360,20 +360,50 @@ def _progress_module(callback: ProgressCallback) -> types.SimpleNamespace:
             if self.stalled >= STALL_WINDOWS:
                 raise EngineStuck(STUCK_MESSAGE)
             self.n += n
+            self._report(self.n)
+
+        def within(self, seconds: float) -> None:
+            """Inside the current window: the decoder has just written a timestamp token."""
+            self._report(self.n + min(seconds, 30.0) * 100)  # frames: 100 per second
+
+        def _report(self, frames: float) -> None:
             if self.total > 0:
-                value = min(1.0, max(self.last, self.n / self.total))
-                self.last = value
-                callback(value)
+                value = min(1.0, max(self.last, frames / self.total))
+                if value > self.last or frames >= self.total:
+                    self.last = value
+                    callback(value)
 
         def close(self) -> None:
             return None
 
-    return types.SimpleNamespace(tqdm=_Bar)
+    _Bar.current = None  # the bar of the transcription running now (one per process)
+
+    def tqdm(*args: Any, **kwargs: Any) -> _Bar:
+        bar = _Bar(*args, **kwargs)
+        _Bar.current = bar
+        return bar
+
+    return types.SimpleNamespace(tqdm=tqdm, bar=_Bar)
+
+
+class _TimestampProgress:
+    """A logit filter that only looks: each timestamp token the decoder writes says how far into
+    its 30-s window it got, so progress moves within a window (a short file is one window)."""
+
+    def __init__(self, bar_class: type, timestamp_begin: int) -> None:
+        self.bar_class, self.timestamp_begin = bar_class, timestamp_begin
+
+    def apply(self, logits: Any, tokens: Any) -> None:
+        last = int(tokens[0, -1])
+        bar = self.bar_class.current
+        if bar is not None and last >= self.timestamp_begin:
+            bar.within((last - self.timestamp_begin) * 0.02)  # whisper's timestamp step
 
 
 @contextlib.contextmanager
 def _progress_hook(callback: ProgressCallback | None) -> Iterator[None]:
-    """Temporarily swap whisper.transcribe's tqdm (module-global: one transcription at a time).
+    """Temporarily swap whisper.transcribe's tqdm and watch the decoder's timestamp tokens
+    (module-global: one transcription at a time, which is what a worker does).
 
     ``whisper.transcribe`` as an attribute is the function, so the module comes from importlib.
     """
@@ -381,9 +411,18 @@ def _progress_hook(callback: ProgressCallback | None) -> Iterator[None]:
         yield
         return
     module = importlib.import_module("whisper.transcribe")
-    original = module.tqdm
-    module.tqdm = _progress_module(callback)
+    decoding = importlib.import_module("whisper.decoding")
+    fake = _progress_module(callback)
+    original, original_init = module.tqdm, decoding.DecodingTask.__init__
+
+    def init(task: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(task, *args, **kwargs)
+        task.logit_filters.append(_TimestampProgress(fake.bar, task.tokenizer.timestamp_begin))
+
+    module.tqdm = fake
+    decoding.DecodingTask.__init__ = init
     try:
         yield
     finally:
         module.tqdm = original
+        decoding.DecodingTask.__init__ = original_init

@@ -27,6 +27,7 @@ from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
 from .planner import Active, Planner
+from .ram import RamBudget
 from .tables import Task
 from .tasks import TaskQueue
 from .vram import VramPool
@@ -97,8 +98,10 @@ class Dispatcher:
         on_settled: Callable[[Task], None],
         worker_id: str | None = None,
         calibration: Calibration | None = None,
+        ram: RamBudget | None = None,
     ) -> None:
         self.settings = settings
+        self.ram = ram or RamBudget(settings.memory.reserve_mb, settings.memory.piece_minutes)
         self.queue = queue
         self.clock = clock
         self.pool = pool
@@ -171,6 +174,8 @@ class Dispatcher:
             if decision is None:
                 return
             task, gpu, estimate = decision.task, decision.gpu, decision.estimate_mb
+            if not self._ram_allows(task):
+                return  # the planner's first pick waits for memory: so does everything after
             claimed = self.queue.claim(
                 task.id, self.worker_id, self.settings.scheduler.lease_seconds,
                 device=f"cuda:{gpu}", vram_estimate_mb=estimate,
@@ -213,6 +218,8 @@ class Dispatcher:
         """No GPU: priority then age, `cpu.max_concurrent_tasks` at once."""
         while len(self.running) < self.settings.cpu.max_concurrent_tasks:
             for task in self.queue.ready(limit=10):
+                if not self._ram_allows(task):
+                    return
                 claimed = self.queue.claim(
                     task.id, self.worker_id, self.settings.scheduler.lease_seconds, device="cpu"
                 )
@@ -221,6 +228,10 @@ class Dispatcher:
                     break
             else:
                 return
+
+    def _ram_allows(self, task: Task) -> bool:
+        return self.ram.fits(task.id, task.model,
+                             [(r.proc.process.pid, r.task.model) for r in self.running.values()])
 
     def _actives(self) -> list[Active]:
         now = self.clock.now()
@@ -269,6 +280,8 @@ class Dispatcher:
             keep_warm_seconds=cfg.models.keep_warm_seconds,
             inbox=str(cfg.inbox),
             outbox=str(cfg.outbox),
+            piece_seconds=cfg.memory.piece_minutes * 60,
+            audio_seconds=task.audio_seconds or 0.0,
             ui_language=cfg.ui_language,
         )
 
@@ -457,7 +470,8 @@ class Dispatcher:
             self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
 
     def _learn(self, run: Running, info: dict) -> None:
-        """Feed the measured VRAM peak and speed back into the estimates."""
+        """Feed the measured RAM and VRAM peaks and the speed back into the estimates."""
+        self.ram.learn(run.task.model, info.get("rss_peak_mb"))
         if self.calibration is None or run.gpu is None:
             return
         audio = info.get("audio_seconds") or 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -164,14 +164,16 @@ def assign(result: dict[str, Any], turns: Sequence[Turn]) -> int:
     return split
 
 
-def apply(result: dict[str, Any], samples: np.ndarray, decoding: dict[str, Any],
-          meta: dict[str, Any], lang: str | None) -> float | None:
+def apply(result: dict[str, Any], audio: np.ndarray | Callable[[], Iterable[np.ndarray]],
+          decoding: dict[str, Any], meta: dict[str, Any], lang: str | None) -> float | None:
     """Label `result`'s speakers when the file's options ask for it (`speakers: auto | N`);
     adds `speakers` and `speaker_turns` to the json's `meta` and returns the seconds it took
     (None when speakers are off).
 
-    `meta["speech_regions"]` are the VAD's regions as the worker recorded them (None when VAD
-    was off: then they are found here, since the encoder must listen to speech only).
+    `audio` is the file's 16 kHz samples, or a function that streams them again (the worker
+    decodes a long file a piece at a time and keeps none of it). `meta["speech_regions"]` are
+    the VAD's regions as the worker recorded them (None when VAD was off: then they are found
+    here on the whole file, since the encoder must listen to speech only).
     """
     from . import diarize, options, vad
 
@@ -179,14 +181,17 @@ def apply(result: dict[str, Any], samples: np.ndarray, decoding: dict[str, Any],
     if opts.speakers == "off":
         return None
     t0 = time.perf_counter()
+    samples = audio if isinstance(audio, np.ndarray) else None
     speech = meta.get("speech_regions")
     if speech is None:
+        if samples is None:
+            samples = np.concatenate(list(audio()) or [np.zeros(0, np.float32)])
         regions = vad.speech_regions(samples, vad.VadOptions())
     else:
         regions = [Region(float(s), float(e)) for s, e in speech]
     fixed = None if opts.speakers == "auto" else int(opts.speakers)
     try:
-        turns = diarize.diarize(samples, regions, fixed)
+        turns = diarize.diarize(audio() if samples is None else samples, regions, fixed)
     except ImportError as err:  # Resemblyzer not installed: the transcript still matters
         log.warning("speaker labels skipped: %s", err)
         meta.setdefault("warnings", []).append(i18n.t("speaker.unavailable", "en", error=err))

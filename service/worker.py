@@ -17,12 +17,16 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ class Job:
     keep_warm_seconds: float = 0.0
     inbox: str = ""  # the folders the source and out_dir must stay inside (checked again at
     outbox: str = ""  # the moment of reading and writing: a folder can become a link meanwhile)
+    piece_seconds: float = 600.0  # long files are decoded and transcribed this much at a time
+    audio_seconds: float = 0.0  # the probed duration (progress across pieces); 0 = unknown
     ui_language: str = "en"  # speaker labels: "Speaker 1" / "说话人1"
 
 
@@ -164,13 +170,6 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         except FileNotFoundError:
             pass  # decoding says "no longer there" in plain words
     digest = _Sha256(Path(job.source_path))  # reads the file while the model works: no wall time
-    samples = audio.decode(Path(job.source_path))
-    audio_seconds = len(samples) / 16000.0
-    if before is not None:
-        after = fsops.check_source(job.inbox, job.source_path)
-        if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
-            raise fsops.NotRegularFileError(0, "the file was replaced while it was read",
-                                            job.source_path)
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -180,8 +179,15 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
             conn.send(("progress", float(fraction)))
 
     t1 = time.perf_counter()
-    result, meta = transcribe(job, model, samples, device, progress)
+    # decoded a piece at a time while transcribing: memory does not grow with the duration
+    result, meta = transcribe(job, model, audio.stream(Path(job.source_path)), device, progress)
     transcribe_seconds = time.perf_counter() - t1
+    if before is not None:
+        after = fsops.check_source(job.inbox, job.source_path)
+        if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            raise fsops.NotRegularFileError(0, "the file was replaced while it was read",
+                                            job.source_path)
+    audio_seconds = meta.pop("audio_seconds")
     meta = {
         "model": job.model,
         "source": job.source_name,
@@ -189,10 +195,12 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         "audio_seconds": round(audio_seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "transcribe_seconds": round(transcribe_seconds, 3),
+        "peak_rss_mb": peak_rss_mb(),
         **meta,
     }
     # Speaker labels: after the shared post-processing, on the CPU, inside the time limit.
-    diarize_seconds = speakers.apply(result, samples, job.decoding, meta, job.ui_language)
+    diarize_seconds = speakers.apply(result, lambda: audio.stream(Path(job.source_path)),
+                                     job.decoding, meta, job.ui_language)
     if job.outbox:  # the output folder may have been replaced by a link since the start
         fsops.ensure_inside(job.outbox, job.out_dir)
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
@@ -208,6 +216,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
                 "audio_seconds": audio_seconds,
                 "detected_language": result.get("language"),
                 "vram_peak_mb": peak,
+                "rss_peak_mb": meta["peak_rss_mb"],
                 "sha256": digest.result(),
             },
         )
@@ -215,58 +224,108 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
     return job.model, model
 
 
-def transcribe(job: Job, model: object, samples: object, device: str,
-               progress: object) -> tuple[dict, dict]:
-    """speech regions → language → prompt → decode the speech only → post-process.
+def transcribe(job: Job, model: object, audio: np.ndarray | Iterable[np.ndarray], device: str,
+               progress: Callable[[float], None] | None) -> tuple[dict, dict]:
+    """Per piece: speech regions → (language, once) → prompt → decode the speech → stitch;
+    then post-process the whole transcript once.
 
-    Returns the result to write and what the json output should say about how it was made.
+    `audio` is 16 kHz mono float32: one array, or the blocks of ``audio.stream``. Returns the
+    result to write and what the json output should say about how it was made (with
+    `audio_seconds`, the decoded duration).
     """
     import torch
 
-    from . import engine, options, postprocess, prompting, vad
+    from . import engine, options, pieces, postprocess, prompting, vad
 
     # Temperature fallback samples at random: a fixed seed gives the same file the same
     # transcript on every attempt and every machine with the same weights.
     torch.manual_seed(0)
     opts = options.Decoding.model_validate(job.decoding)
-    regions = None
-    if opts.vad:
-        regions = vad.speech_regions(samples, vad.VadOptions(
-            opts.vad_threshold, opts.vad_min_silence_ms, opts.vad_speech_pad_ms,
-            opts.vad_min_speech_ms))
-    speech = None if regions is None else [(r.start, r.end) for r in regions]
-    language = job.language
+    vad_options = vad.VadOptions(opts.vad_threshold, opts.vad_min_silence_ms,
+                                 opts.vad_speech_pad_ms, opts.vad_min_speech_ms)
+    blocks = [audio] if isinstance(audio, np.ndarray) else audio
+    language, prompt, warnings = job.language, None, []
     multilingual = bool(getattr(model, "is_multilingual", True))
-    warnings = []
-    if language is None and regions != []:
-        language, probability = engine.detect_language(model, samples, speech, opts.languages)
-        log.info("task %s: language %s (p=%.2f)", job.task_id, language, probability)
-    if (warning := engine.language_warning(job.model, multilingual, language)) is not None:
-        log.warning("task %s: %s", job.task_id, warning)
-        warnings.append(warning)
-        language = "en"
-    # Translating writes English: a Chinese default prompt would pull it back to Chinese.
-    prompt = prompting.build_prompt(language if job.task == "transcribe" else None,
-                                    opts.initial_prompt, opts.glossary)
-    if regions == []:
-        result = {"text": "", "segments": [], "language": language}
-        warnings.append("No speech was found in this file, so the transcript is empty.")
-    else:
+    decided = False  # language and prompt are fixed by the first piece with speech
+    segments: list[dict] = []
+    regions: list = []
+    duration = 0.0
+    # The VAD finds the pauses to cut at even when the user turned it off for decoding.
+    for piece in pieces.split(blocks, job.piece_seconds,
+                              lambda samples: vad.speech_regions(samples, vad_options)):
+        duration = piece.offset + piece.duration
+        regions += piece.file_regions()
+        speech = [(r.start, r.end) for r in piece.regions] if opts.vad else None
+        if speech == []:
+            continue
+        if not decided:
+            decided = True
+            if language is None:
+                language, probability = engine.detect_language(model, piece.samples, speech,
+                                                               opts.languages)
+                log.info("task %s: language %s (p=%.2f)", job.task_id, language, probability)
+            if (warning := engine.language_warning(job.model, multilingual, language)):
+                log.warning("task %s: %s", job.task_id, warning)
+                warnings.append(warning)
+                language = "en"
+            # Translating writes English: a Chinese default prompt would pull it back.
+            prompt = prompting.build_prompt(language if job.task == "transcribe" else None,
+                                            opts.initial_prompt, opts.glossary)
         clips = "0" if not speech else [t for pair in speech for t in pair]
-        result = engine.transcribe(
-            model, samples, language=language, task=job.task, initial_prompt=prompt,
-            fp16=device.startswith("cuda"), progress=progress, clip_timestamps=clips,
-            carry_initial_prompt=prompt is not None, **opts.whisper_options())
-    report = postprocess.apply(result, duration=len(samples) / 16000.0, regions=regions,
+        part = engine.transcribe(
+            model, piece.samples, language=language, task=job.task, initial_prompt=prompt,
+            fp16=device.startswith("cuda"), progress=_within(progress, piece, job.audio_seconds),
+            clip_timestamps=clips, carry_initial_prompt=prompt is not None,
+            **opts.whisper_options())
+        segments += pieces.shift_segments(part["segments"], piece.offset)
+        language = language or part.get("language")
+    if progress is not None:
+        progress(1.0)  # also when the last pieces had no speech to decode
+    if not decided:
+        warnings.append("No speech was found in this file, so the transcript is empty.")
+        if (warning := engine.language_warning(job.model, multilingual, language)):
+            warnings.insert(0, warning)
+            language = "en"
+    result = {"text": "".join(s["text"] for s in segments), "segments": segments,
+              "language": language}
+    report = postprocess.apply(result, duration=duration, regions=regions if opts.vad else None,
                                prompt=prompt, opencc_config=opts.opencc)
     report.warnings[:0] = warnings
     meta = {
+        "audio_seconds": duration,
         "prompt": prompt,
         "vad": opts.vad,
-        "speech_regions": None if speech is None else [[s, e] for s, e in speech],
+        "speech_regions": [[r.start, r.end] for r in regions] if opts.vad else None,
         **report.as_json(),
     }
     return result, meta
+
+
+def _within(progress: Callable[[float], None] | None, piece: object,
+            total: float) -> Callable[[float], None] | None:
+    """A piece's progress (0–1) as progress through the whole file."""
+    if progress is None:
+        return None
+    if total <= 0:
+        return progress
+
+    def report(fraction: float) -> None:
+        progress(min(1.0, (piece.offset + fraction * piece.duration) / total))
+
+    return report
+
+
+def peak_rss_mb() -> int | None:
+    """This process's peak resident memory (what RAM admission learns from)."""
+    try:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(kib / 1024) if sys.platform != "darwin" else int(kib / 1024 / 1024)
+    except ImportError:  # Windows: the peak working set
+        import psutil
+
+        return int(psutil.Process().memory_info().peak_wset / (1024 * 1024))
 
 
 class _Sha256:

@@ -119,3 +119,16 @@ def test_a_long_file_clusters_a_sample_and_assigns_the_rest(english, monkeypatch
     turns = diarize.diarize(samples, regions)
     assert len({t.speaker for t in turns}) == 3
     assert der(meeting.turns, _hyp(turns)) < DER_BOUND
+
+
+def test_streamed_audio_gives_the_same_turns(english) -> None:
+    """The worker streams a long file (audio.stream) and keeps none of it: region by region
+    from blocks gives exactly the turns of the whole array."""
+    _meeting, samples, regions = english
+    sizes = np.random.default_rng(3).integers(500, 40_000, size=len(samples) // 500)
+    cuts = np.cumsum(sizes)
+    blocks = np.split(samples, cuts[cuts < len(samples)])
+    for (r, a), (_r, b) in zip(diarize.region_audio(iter(blocks), regions),
+                               diarize.region_audio(samples, regions), strict=True):
+        assert np.array_equal(a, b), r
+    assert diarize.diarize(iter(blocks), regions) == diarize.diarize(samples, regions)

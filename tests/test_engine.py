@@ -157,6 +157,24 @@ def test_transcribe_reports_increasing_progress(
     assert TRANSCRIBE_MODULE.tqdm is tqdm  # the real module is back
 
 
+def test_progress_moves_inside_one_window(tiny_en_model: whisper.Whisper,
+                                          sentence_audio: np.ndarray) -> None:
+    """A short file is one 30-s window: progress comes from the timestamps the decoder writes,
+    not only when the window ends (the page showed 0 % until a short file vanished)."""
+    pause = np.zeros(16000, np.float32)
+    samples = np.concatenate([sentence_audio, pause, sentence_audio, pause, sentence_audio])
+    assert len(samples) < 30 * 16000
+    seen: list[float] = []
+    init = whisper.decoding.DecodingTask.__init__
+    result = transcribe(tiny_en_model, samples, language="en", task="transcribe",
+                        initial_prompt=None, fp16=False, progress=seen.append)
+    assert len(result["segments"]) >= 2
+    inside = [v for v in seen if 0.0 < v < 1.0]
+    assert len(inside) >= 2, seen
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert whisper.decoding.DecodingTask.__init__ is init  # the decoder is restored
+
+
 def test_progress_callback_can_abort_and_hook_is_restored(
     tiny_en_model: whisper.Whisper, sentence_audio: np.ndarray
 ) -> None:

@@ -13,10 +13,11 @@ import numpy as np
 import psutil
 import pytest
 
-from service import db, outcome, outputs
+from service import db, outcome, outputs, ram
 from service.clock import SystemClock
 from service.config import load_settings
 from service.gpu import SimulatedBackend
+from service.ram import RamBudget
 from service.scheduler import Dispatcher
 from service.tasks import NewTask, TaskQueue
 from service.vram import VramPool
@@ -258,3 +259,32 @@ def test_a_name_given_to_another_nodes_running_task_is_not_reused(harness_factor
     assert mine.status == "completed" and mine.output_stem == "talk (2)"
     assert (h.settings.outbox / "team" / "talk (2).txt").is_file()
     assert not (h.settings.outbox / "team" / "talk.txt").exists()  # left to the other node
+
+
+def test_a_task_waits_until_the_ram_it_needs_is_free(harness_factory) -> None:
+    """Two CPU slots, RAM for one worker: the second file starts only after the first ends;
+    the workers' measured peaks become the estimate."""
+    h = harness_factory(None)
+    h.settings.cpu.max_concurrent_tasks = 2
+    need = ram.default_estimate_mb("tiny.en", h.settings.memory.piece_minutes)
+    h.dispatcher.ram = RamBudget(1000, h.settings.memory.piece_minutes,
+                                 available_mb=lambda: 1000 + need + 50)
+    h.add("first.wav", 1.0)
+    h.add("second.wav", 1.0)
+    at_once = []
+    h.run_until_idle(240, lambda: at_once.append(len(h.dispatcher.running)))
+    assert [r.status for r in h.queue.list()] == ["completed", "completed"]
+    assert max(at_once) == 1
+    assert 100 < h.dispatcher.ram.learned["tiny.en"] < need  # measured: below the table
+
+
+def test_with_ram_for_both_two_cpu_tasks_run_at_once(harness_factory) -> None:
+    h = harness_factory(None)
+    h.settings.cpu.max_concurrent_tasks = 2
+    h.dispatcher.ram = RamBudget(1000, h.settings.memory.piece_minutes,
+                                 available_mb=lambda: 100_000)
+    h.add("first.wav", 20.0)
+    h.add("second.wav", 20.0)
+    at_once = []
+    h.run_until_idle(240, lambda: at_once.append(len(h.dispatcher.running)))
+    assert max(at_once) == 2

@@ -228,6 +228,34 @@ def test_log_in_upload_watch_open_download_cancel_retry(site) -> None:
     assert errors == []
 
 
+def test_a_folder_dragged_from_the_file_manager_keeps_its_subfolders(site) -> None:
+    """A real drag of a folder (Chromium's own drag-and-drop, given real paths over DevTools):
+    the page walks it with webkitGetAsEntry and every file lands under inbox/web/ with its
+    subfolders, transcribed like any other."""
+    svc, url, page, audio, errors, _ = site
+    folder = audio / "季度会议"
+    speak_wav("The first part of the meeting.", folder / "第一部分.wav")
+    speak_wav("The second part of the meeting.", folder / "附件" / "第二部分.wav")
+    page.goto(url + "/")
+    if page.locator("#login-form").is_visible():
+        page.fill("#login-secret", PASSWORD)
+        page.click("#login-form button")
+    page.wait_for_selector("#app", state="visible")
+    box = page.locator("#drop").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    cdp = page.context.new_cdp_session(page)
+    data = {"items": [], "files": [str(folder)], "dragOperationsMask": 1}
+    for kind in ("dragEnter", "dragOver", "drop"):
+        cdp.send("Input.dispatchDragEvent", {"type": kind, "x": x, "y": y, "data": data})
+    names = ("web/季度会议/第一部分.wav", "web/季度会议/附件/第二部分.wav")
+    for name in names:
+        wait_for(lambda n=name: (t := task_of(svc, n)) is not None and t.status == "completed",
+                 timeout=600)
+        row(page, name, "#history").wait_for(timeout=60_000)
+    assert (svc.settings.outbox / "web" / "季度会议" / "附件" / "第二部分.txt").is_file()
+    assert errors == []
+
+
 def test_english_on_a_phone(site) -> None:
     svc, url, page, _, errors, browser = site
     phone = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844},
