@@ -4,6 +4,7 @@ python app.py [--settings PATH] [run]
 python app.py status [--json]
 python app.py tasks [--status S] [--limit N]
 python app.py retry ID | cancel ID
+python app.py minutes ID          (make a completed task's minutes again)
 python app.py sql "SELECT …"
 python app.py models list | models import SRC --name NAME
 """
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("retry", "cancel"):
         c = sub.add_parser(name, help=f"{name} a task")
         c.add_argument("id", type=int)
+    mn = sub.add_parser("minutes", help="make a completed task's minutes again (summary:)")
+    mn.add_argument("id", type=int)
     q = sub.add_parser("sql", help="read-only SQL query, printed as a table")
     q.add_argument("query")
     m = sub.add_parser("models", help="list or import Whisper models")
@@ -71,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     handler = {
         "run": cmd_run, "status": cmd_status, "tasks": cmd_tasks, "retry": cmd_retry,
-        "cancel": cmd_cancel, "sql": cmd_sql, "models": cmd_models, "service": winservice.run,
+        "cancel": cmd_cancel, "minutes": cmd_minutes, "sql": cmd_sql, "models": cmd_models,
+        "service": winservice.run,
     }[command]
     try:
         return handler(settings, args)
@@ -202,6 +206,19 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     queue.retry(args.id)
     queue.set_source_state(args.id, "inbox")
     print(f"task {args.id} will run again: {task.source}")
+    return 0
+
+
+def cmd_minutes(settings: Settings, args: argparse.Namespace) -> int:
+    from . import i18n
+    from .minutes import Minutes
+
+    queue = _queue(settings)
+    lang = settings.ui_language
+    if not Minutes(settings, queue, queue.clock, "cli").retry(args.id):
+        print(f"error: {i18n.t('minutes.not_found', lang, id=args.id)}", file=sys.stderr)
+        return 1
+    print(i18n.t("minutes.retried", lang, id=args.id))
     return 0
 
 

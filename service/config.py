@@ -124,6 +124,40 @@ class MemorySettings(_Section):
     reserve_mb: int = Field(2048, ge=0)
 
 
+class SummarySettings(_Section):
+    """`summary:` — minutes from the user's own OpenAI-compatible chat server (minutes.py)."""
+
+    enabled: bool = False
+    url: str = Field("http://127.0.0.1:9997/v1", min_length=1)  # …/v1 (Xinference, vLLM, …)
+    model: str | None = Field(None, min_length=1, max_length=200)
+    api_key: SecretStr | None = None
+    language: str = "auto"  # auto: the transcript's language; or zh, en, …
+    prompt_file: Path | None = None  # your own instructions (UTF-8 text) instead of ours
+    context_tokens: int = Field(8192, ge=1024, le=2_000_000)  # the model's context window
+    timeout_seconds: float = Field(300, gt=0)
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff_seconds: float = Field(60, ge=0)  # doubles after each failed try
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:9997/v1)")
+        return v.rstrip("/")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        return v if v == "auto" else catalog.language_code(v)
+
+    @model_validator(mode="after")
+    def _model_named(self) -> SummarySettings:
+        if self.enabled and not self.model:
+            raise ValueError("summary.model: name the model your server runs (summary is "
+                             "enabled)")
+        return self
+
+
 class UiSettings(_Section):
     language: Literal["en", "zh-CN"] | None = None
 
@@ -169,6 +203,7 @@ class Settings(_Section):
     cpu: CpuSettings = Field(default_factory=CpuSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    summary: SummarySettings = Field(default_factory=SummarySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     source: Path | None = Field(None, exclude=True)
@@ -225,6 +260,10 @@ class Settings(_Section):
         if url.startswith("sqlite:///"):
             return Path(url[len("sqlite:///"):].partition("?")[0])
         return None
+
+    @property
+    def summary_prompt_file(self) -> Path | None:
+        return None if self.summary.prompt_file is None else self.resolve(self.summary.prompt_file)
 
     @property
     def ui_language(self) -> str:

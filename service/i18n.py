@@ -181,6 +181,55 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ui.click_time": "Click a time to play the recording from there.",
         "ui.updated": "Updated {at} (your local time)",
         "ui.simple_page": "Simple status page",
+        # speaker labels and minutes
+        "speaker.label": "Speaker {n}",
+        "speaker.unavailable": "Speaker labels were skipped: {error}. Install the speaker "
+                               "encoder with: python -m pip install --no-deps resemblyzer==0.1.4",
+        "llm.http_error": "the LLM server {url} answered HTTP {code}: {detail}",
+        "llm.timeout": "the LLM server {url} did not answer within {seconds} s "
+                       "(summary.timeout_seconds)",
+        "llm.unreachable": "could not reach the LLM server {url} ({error}); is it running? "
+                           "(summary.url)",
+        "llm.malformed": "the LLM server {url} sent a reply that is not a chat completion: "
+                         "{problem}",
+        "minutes.title": "Minutes: {file}",
+        "minutes.empty": "_Nothing was said in this recording, so there are no minutes._",
+        "minutes.local_error": "the minutes could not be made: {error}",
+        "minutes.no_transcript": "the transcript to summarise is not there ({files} in "
+                                 "{folder}); minutes need the txt or json output",
+        "minutes.gave_up": "minutes given up after {attempts} attempt(s): {error}",
+        "minutes.report_head": "DropScribe transcribed \"{file}\", but could not write its "
+                               "minutes.",
+        "minutes.report_reason": "What went wrong: {error}",
+        "minutes.report_tries": "Gave up after {attempts} attempt(s). The transcript is "
+                                "complete and unaffected.",
+        "minutes.report_next": "What to do next: check that the LLM server of settings.yaml "
+                               "(summary.url, summary.model) runs, then run "
+                               "`python app.py minutes {id}` to try again.",
+        "minutes.retried": "Minutes of task {id} will be made again.",
+        "minutes.not_found": "No completed task {id}.",
+        "status.minutes": "minutes: {counts}",
+        "page.minutes": "Meeting minutes",
+        "status.minutes_failure": "  #{id} {file}: minutes failed: {error}",
+        "minutes.pending": "waiting",
+        "minutes.running": "being written",
+        "minutes.done": "written",
+        "minutes.failed": "failed",
+        "minutes.prompt": (
+            "You write meeting minutes from a transcript. Answer in {language}, in Markdown, "
+            "with exactly three sections: '## Summary' (a few sentences on what was discussed), "
+            "'## Decisions' (a bullet list) and '## Action items' (a bullet list; each item "
+            "names its owner and due date when the transcript says them, e.g. "
+            "'- Speaker 2: send the plan by Friday'; 'owner not named' otherwise). Labels such "
+            "as [Speaker 1] say who is talking. Use only what the transcript says; never "
+            "invent names, numbers or dates."),
+        "minutes.prompt_part": (
+            "This is part {i} of {n} of one meeting's transcript. Write short notes on this "
+            "part in {language}: the points discussed, the decisions, and the action items "
+            "with their owners and dates. Keep names, numbers and dates exactly as said."),
+        "minutes.prompt_merge": (
+            "The text below is notes on consecutive parts of one meeting, in order. Merge them "
+            "into one set: keep every decision and action item, remove repetition."),
     },
     "zh-CN": {
         "state.pending": "等待",
@@ -331,6 +380,47 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ui.click_time": "点击时间即可从该处播放录音。",
         "ui.updated": "更新于 {at}（本地时间）",
         "ui.simple_page": "简易状态页面",
+        # speaker labels and minutes
+        "speaker.label": "说话人{n}",
+        "speaker.unavailable": "未标注说话人：{error}。请安装说话人编码器："
+                               "python -m pip install --no-deps resemblyzer==0.1.4",
+        "llm.http_error": "大模型服务 {url} 返回 HTTP {code}：{detail}",
+        "llm.timeout": "大模型服务 {url} 在 {seconds} 秒内没有回答（summary.timeout_seconds）",
+        "llm.unreachable": "无法连接大模型服务 {url}（{error}）；服务是否在运行？（summary.url）",
+        "llm.malformed": "大模型服务 {url} 的回复不是有效的对话补全结果：{problem}",
+        "minutes.title": "会议纪要：{file}",
+        "minutes.empty": "_这段录音里没有人说话，因此没有会议纪要。_",
+        "minutes.local_error": "无法生成会议纪要：{error}",
+        "minutes.no_transcript": "找不到转写稿（{folder} 中的 {files}）；会议纪要需要 txt 或 "
+                                 "json 输出",
+        "minutes.gave_up": "尝试 {attempts} 次后放弃生成会议纪要：{error}",
+        "minutes.report_head": "DropScribe 已转写“{file}”，但未能生成会议纪要。",
+        "minutes.report_reason": "出了什么问题：{error}",
+        "minutes.report_tries": "已尝试 {attempts} 次后放弃。转写稿完整，不受影响。",
+        "minutes.report_next": "下一步：检查 settings.yaml 中的大模型服务（summary.url、"
+                               "summary.model）是否在运行，然后运行 "
+                               "`python app.py minutes {id}` 重试。",
+        "minutes.retried": "任务 {id} 的会议纪要将重新生成。",
+        "minutes.not_found": "没有已完成的任务 {id}。",
+        "status.minutes": "会议纪要：{counts}",
+        "page.minutes": "会议纪要",
+        "status.minutes_failure": "  #{id} {file}：会议纪要失败：{error}",
+        "minutes.pending": "等待中",
+        "minutes.running": "生成中",
+        "minutes.done": "已生成",
+        "minutes.failed": "失败",
+        "minutes.prompt": (
+            "你是会议记录员，根据会议转写稿撰写会议纪要。用{language}、Markdown 格式回答，"
+            "恰好包含三节：“## 摘要”（用几句话概括讨论内容）、“## 决定”（列表）和"
+            "“## 待办事项”（列表；转写稿提到负责人和期限时写明，例如"
+            "“- 说话人2：周五前发送计划”，否则写“未指定负责人”）。[说话人1] 等标记表示"
+            "谁在说话。只依据转写稿的内容，不要编造人名、数字或日期。"),
+        "minutes.prompt_part": (
+            "这是一次会议转写稿的第 {i} 部分（共 {n} 部分）。请用{language}为这一部分写简短"
+            "笔记：讨论要点、做出的决定、待办事项及其负责人和期限。人名、数字和日期保持原样。"),
+        "minutes.prompt_merge": (
+            "下面是同一次会议各个连续部分的笔记，按顺序排列。请把它们合并为一份："
+            "保留每个决定和待办事项，去掉重复内容。"),
     },
 }
 

@@ -13,7 +13,7 @@ previous text (which lets one invented phrase lock a loop), and voice activity d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from pydantic import (
 
 from . import catalog
 
+MAX_SPEAKERS = 20
 SCRIPT_ALIASES = {"simplified": "t2s", "traditional": "s2t"}
 ORIGINAL = "original"
 
@@ -75,6 +76,10 @@ class Decoding(BaseModel):
     no_speech_threshold: float | None = Field(0.6, ge=0, le=1)
     compression_ratio_threshold: float | None = Field(2.4, gt=0)
     hallucination_silence_threshold: float | None = Field(None, gt=0)
+    # Speaker labels (speakers.py): off, auto (number estimated) or the number of speakers.
+    speakers: Literal["off", "auto"] | int = "off"
+    # Names for the labels, by speaker number: {"1": "张经理"} (a sidecar's, usually).
+    speaker_names: dict[str, str] = Field(default_factory=dict, max_length=MAX_SPEAKERS)
 
     @field_validator("chinese_script")
     @classmethod
@@ -105,6 +110,37 @@ class Decoding(BaseModel):
         if not values or any(not 0 <= t <= 1 for t in values):
             raise ValueError("temperatures must lie between 0 and 1")
         return v
+
+    @field_validator("speakers", mode="before")
+    @classmethod
+    def _speakers(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true).
+        if isinstance(v, bool):
+            return "auto" if v else "off"
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v.strip())
+        if isinstance(v, str) and v.strip().lower() in ("off", "auto"):
+            return v.strip().lower()
+        if not isinstance(v, int) or not 1 <= v <= MAX_SPEAKERS:
+            raise ValueError(f"allowed values are 'off', 'auto' or a number of speakers from 1 "
+                             f"to {MAX_SPEAKERS}; got {v!r}")
+        return v
+
+    @field_validator("speaker_names")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for key, name in v.items():
+            if not key.strip().isdigit() or not 1 <= int(key) <= MAX_SPEAKERS:
+                raise ValueError(f"keys are speaker numbers 1 to {MAX_SPEAKERS} "
+                                 f"(like \"1\"); got {key!r}")
+            name = name.strip()
+            if not name or len(name) > 100 or any(
+                    ch in "<>" or not ch.isprintable() for ch in name):
+                raise ValueError(f"speaker {key}: a name is 1 to 100 printable characters "
+                                 "without < or >")
+            out[str(int(key))] = name
+        return out
 
     @model_validator(mode="after")
     def _silence_needs_words(self) -> Decoding:

@@ -184,6 +184,8 @@ def _json_document(result: dict, meta: dict) -> dict:
     segments = []
     for seg in result.get("segments", []):
         item = {key: seg.get(key) for key in _SEGMENT_KEYS}
+        if "speaker" in seg:
+            item["speaker"] = seg["speaker"]
         if seg.get("words"):
             item["words"] = seg["words"]
         segments.append(item)
@@ -208,9 +210,45 @@ def _render(fmt: str, result: dict, meta: dict, fh: TextIO) -> None:
     # reports, CLI) never needs; only the worker writes transcripts.
     from whisper.utils import WriteSRT, WriteTSV, WriteTXT, WriteVTT
 
+    if any("speaker" in seg for seg in result.get("segments", [])):
+        if fmt == "txt":
+            fh.write(speaker_text(result))
+            return
+        result = _with_voices(result, fmt)
     writers = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT, "tsv": WriteTSV}
     writer = writers[fmt](".")  # output_dir is unused: we pass the file handle
     writer.write_result(result, file=fh, options=dict(WRITER_OPTIONS))
+
+
+def speaker_text(result: dict) -> str:
+    """One line per turn, `[Speaker 1] …` (consecutive segments of one speaker joined)."""
+    lines: list[list[str]] = []
+    last = None
+    for seg in result.get("segments", []):
+        text = seg.get("text", "")
+        if not text.strip():
+            continue
+        if seg.get("speaker") != last or not lines:
+            last = seg.get("speaker")
+            lines.append([f"[{last}] ", text.strip()])
+        else:
+            lines[-1].append(text if text[:1].isspace() or not lines[-1][-1][-1:].isascii()
+                             else " " + text)
+    return "".join("".join(parts).rstrip() + "\n" for parts in lines)
+
+
+def _with_voices(result: dict, fmt: str) -> dict:
+    """A copy whose segment texts carry the speaker: WebVTT voice tags `<v Speaker 1>` (SRT
+    players show or ignore them the same way), `[Speaker 1]` in the tsv's text column.
+    Without words: whisper's writers would rebuild each cue from its words and drop the tag."""
+    segments = []
+    for seg in result.get("segments", []):
+        who = seg.get("speaker")
+        text = seg.get("text", "").strip()
+        if who is not None:
+            text = f"[{who}] {text}" if fmt == "tsv" else f"<v {who}>{text}"
+        segments.append({**{k: v for k, v in seg.items() if k != "words"}, "text": text})
+    return {**result, "segments": segments}
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:
@@ -306,6 +344,18 @@ def write_error_report(
     return final
 
 
+def write_text(out_dir: Path, name: str, text: str) -> Path:
+    """One more text file beside the transcripts (the minutes, their error report), atomically:
+    a reader sees the old file or the whole new one."""
+    _check_stem(name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / name
+    tmp = _write_temp(out_dir, name, lambda fh: fh.write(text))
+    _commit([(tmp, final)])
+    return final
+
+
 # --- one set of names per task ---------------------------------------------------------------
 
 
@@ -334,7 +384,8 @@ def remove_partial(out_dir: Path, stem: str) -> int:
     Only our temp names for this stem's outputs (every format and the error report) match, so
     finished transcripts and other tasks' files are never touched.
     """
-    prefixes = {_temp_prefix(f"{stem}.{fmt}") for fmt in (*OUTPUT_FORMATS, "error.txt")}
+    prefixes = {_temp_prefix(f"{stem}.{fmt}")
+                for fmt in (*OUTPUT_FORMATS, "error.txt", "minutes.md", "minutes.error.txt")}
     removed = 0
     try:
         names = os.listdir(out_dir)
@@ -396,6 +447,8 @@ __all__ = [
     "output_dir_for",
     "remove_partial",
     "remove_temp_leftovers",
+    "speaker_text",
     "write_error_report",
+    "write_text",
     "write_transcripts",
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import db, gpu, outcome, status
+from . import db, gpu, minutes, outcome, status
 from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -103,6 +103,10 @@ class Service:
                       next_run_time=datetime.now(), **common)
         sched.start()
         self.scheduler = sched
+        # Minutes from the user's LLM server: their own thread, never in transcription's way.
+        self.minutes = minutes.Minutes(cfg, self.queue, self.clock, self.worker_id)
+        if cfg.summary.enabled:
+            self.minutes.start()
         self._waker = threading.Thread(target=self._wake_loop, daemon=True, name="dispatch-wake")
         self._waker.start()
         mode = "CPU" if self.backend is None else f"{len(self.backend.devices())} GPU(s)"
@@ -204,6 +208,8 @@ class Service:
         if web is not None:
             web.stop()
         self._closing.set()
+        if getattr(self, "minutes", None) is not None:
+            self.minutes.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None

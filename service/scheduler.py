@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path, PurePosixPath
 
-from . import options, outcome, outputs
+from . import minutes, options, outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
@@ -282,6 +282,7 @@ class Dispatcher:
             outbox=str(cfg.outbox),
             piece_seconds=cfg.memory.piece_minutes * 60,
             audio_seconds=task.audio_seconds or 0.0,
+            ui_language=cfg.ui_language,
         )
 
     def _start(
@@ -448,7 +449,8 @@ class Dispatcher:
                 audio_seconds=info["audio_seconds"] or run.task.audio_seconds,
                 detected_language=info["detected_language"],
                 outputs=info["outputs"], vram_peak_mb=info["vram_peak_mb"],
-                sha256=info.get("sha256"),
+                sha256=info.get("sha256"), diarize_seconds=info.get("diarize_seconds"),
+                **minutes.wanted(self.settings),
             )
             run.done = run.ok = True
             self._learn(run, info)

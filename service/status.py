@@ -70,7 +70,7 @@ def collect(settings: Settings, queue: TaskQueue, heartbeat: dict | None) -> dic
     Keys: service ("running" | "not running"), mode, pid, worker_id, started, http_port,
     status_url, watcher_alive, counts {state: n}, gpus [...], running [...] (with
     elapsed_seconds and eta_seconds), vram_estimates [...], recent_failures [...],
-    generated_at (UTC).
+    minutes {summary_status: n}, minutes_failures [...], generated_at (UTC).
     """
     now = queue.clock.now()
     hb = heartbeat or {}
@@ -95,6 +95,7 @@ def collect(settings: Settings, queue: TaskQueue, heartbeat: dict | None) -> dic
     )
     failures = queue.list(status=FAILED, limit=5)
     return {
+        **_minutes(queue),
         "service": "running" if heartbeat else "not running",
         "mode": hb.get("mode"),
         "pid": hb.get("pid"),
@@ -114,6 +115,22 @@ def collect(settings: Settings, queue: TaskQueue, heartbeat: dict | None) -> dic
         ],
         "generated_at": _iso(now),
     }
+
+
+def _minutes(queue: TaskQueue) -> dict:
+    """The minutes' queue: counts by summary_status, the last failures with their reasons."""
+    from sqlalchemy import func, select
+
+    from .db import session_factory
+    from .tables import Task
+
+    with session_factory(queue.engine)() as s:
+        counts = dict(s.execute(select(Task.summary_status, func.count()).where(
+            Task.summary_status.is_not(None)).group_by(Task.summary_status)).all())
+        failed = s.execute(select(Task.id, Task.source, Task.summary_error).where(
+            Task.summary_status == "failed").order_by(Task.id.desc()).limit(5)).all()
+    return {"minutes": counts, "minutes_failures": [
+        {"id": i, "source": src, "error": err} for i, src, err in failed]}
 
 
 def mode_name(mode: str | None, lang: str) -> str:
@@ -167,6 +184,14 @@ def render_text(data: dict, lang: str) -> str:
         out.append(t("status.failures", lang))
         for f in data["recent_failures"]:
             out.append(t("status.failure", lang, id=f["id"], file=f["source"], error=f["error"]))
+    if data.get("minutes"):
+        counts = t("status.list_sep", lang).join(
+            t("status.count", lang, state=t(f"minutes.{k}", lang), n=n)
+            for k, n in sorted(data["minutes"].items()))
+        out.append(t("status.minutes", lang, counts=counts))
+        for f in data.get("minutes_failures", []):
+            out.append(t("status.minutes_failure", lang, id=f["id"], file=f["source"],
+                         error=f["error"]))
     if data.get("status_url"):
         out.append(t("status.http", lang, url=data["status_url"]))
     return "\n".join(out)

@@ -135,6 +135,16 @@ def render_page(data: dict, lang: str, health: tuple[bool, list[str], dict] | No
             f'<div class="muted">{_e(when)}</div></div>')
     add("</section>")
 
+    if data.get("minutes"):  # summary: on — the minutes' own queue
+        counts = t("status.list_sep", lang).join(
+            t("status.count", lang, state=t(f"minutes.{k}", lang), n=n)
+            for k, n in sorted(data["minutes"].items()))
+        add(f"<section><h2>{_e(t('page.minutes', lang))}</h2><p>{_e(counts)}</p>")
+        for f in data.get("minutes_failures", []):
+            add(f'<div class="task"><div class="file">#{int(f["id"])} {_e(f["source"])}</div>'
+                f'<div class="err">{_e(f.get("error"))}</div></div>')
+        add("</section>")
+
     at = (data.get("generated_at") or "").replace("T", " ")
     add(f"<footer>{_e(t('page.updated', lang, at=at))}<br>{_e(t('page.links', lang))}</footer>")
     add("</main></body></html>")

@@ -78,6 +78,14 @@ class Task(Base):
     source_state: Mapped[str] = mapped_column(String(20), default="inbox")
     error_kind: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
+    diarize_seconds: Mapped[float | None] = mapped_column(Float)  # speaker labels' time
+    # The minutes (minutes.py), made after the transcript with their own retries:
+    # NULL (not wanted) | pending | running | done | failed.
+    summary_status: Mapped[str | None] = mapped_column(String(20))
+    summary_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    summary_next_at: Mapped[datetime | None] = mapped_column(DateTime)  # next try / claim end
+    summary_worker: Mapped[str | None] = mapped_column(String(200))
+    summary_error: Mapped[str | None] = mapped_column(Text)
 
     @property
     def output_stem(self) -> str:
@@ -96,6 +104,7 @@ class Task(Base):
             sqlite_where=text("status IN ('pending', 'loading', 'processing')"),
             postgresql_where=text("status IN ('pending', 'loading', 'processing')"),
         ),
+        Index("ix_tasks_summary", "summary_status", "summary_next_at"),
     )
 
 

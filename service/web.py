@@ -508,7 +508,8 @@ class WebServer:
         if path is None:
             return self.fail(request, 404, "action.no_transcript", id=task_id)
         doc = json.loads(path.read_text(encoding="utf-8"))
-        segments = [{"start": s.get("start"), "end": s.get("end"), "text": s.get("text", "")}
+        segments = [{"start": s.get("start"), "end": s.get("end"), "text": s.get("text", ""),
+                     **({"speaker": s["speaker"]} if "speaker" in s else {})}
                     for s in doc.get("segments") or []]
         task = self.queue.get(task_id)
         return JSONResponse({"id": task_id, "source": task.source if task else None,

@@ -54,6 +54,7 @@ class Job:
     outbox: str = ""  # the moment of reading and writing: a folder can become a link meanwhile)
     piece_seconds: float = 600.0  # long files are decoded and transcribed this much at a time
     audio_seconds: float = 0.0  # the probed duration (progress across pieces); 0 = unknown
+    ui_language: str = "en"  # speaker labels: "Speaker 1" / "说话人1"
 
 
 def exit_with_parent() -> None:
@@ -147,7 +148,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
     import torch
 
-    from . import audio, engine, fsops, outputs
+    from . import audio, engine, fsops, outputs, speakers
 
     if job.threads > 0:
         torch.set_num_threads(job.threads)
@@ -197,6 +198,9 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         "peak_rss_mb": peak_rss_mb(),
         **meta,
     }
+    # Speaker labels: after the shared post-processing, on the CPU, inside the time limit.
+    diarize_seconds = speakers.apply(result, lambda: audio.stream(Path(job.source_path)),
+                                     job.decoding, meta, job.ui_language)
     if job.outbox:  # the output folder may have been replaced by a link since the start
         fsops.ensure_inside(job.outbox, job.out_dir)
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
@@ -208,6 +212,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
                 "outputs": [str(p) for p in written],
                 "load_seconds": load_seconds,
                 "transcribe_seconds": transcribe_seconds,
+                "diarize_seconds": diarize_seconds,
                 "audio_seconds": audio_seconds,
                 "detected_language": result.get("language"),
                 "vram_peak_mb": peak,

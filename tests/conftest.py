@@ -14,7 +14,7 @@ from service.clock import ManualClock
 from service.config import Settings, load_settings
 from service.tasks import TaskQueue
 
-pytest_plugins = ["tests.fixtures_models", "tests.pg", "tests.svc"]
+pytest_plugins = ["tests.fixtures_models", "tests.pg", "tests.svc", "tests.chat_server"]
 
 # Backends a test module can run on: `pytestmark = BOTH_BACKENDS` runs its `db_url` and `queue`
 # tests on SQLite and on a real PostgreSQL (tests/pg.py; skipped where it is not installed).

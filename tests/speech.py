@@ -50,12 +50,16 @@ def espeak_available() -> bool:
     return shutil.which(ESPEAK) is not None
 
 
-def speak_wav(text: str, path: Path, voice: str = "en-us", speed: int = 150) -> Path:
-    """Speak ``text`` into a WAV file with espeak-ng (argument list, never a shell)."""
+def speak_wav(text: str, path: Path, voice: str = "en-us", speed: int = 150,
+              pitch: int | None = None) -> Path:
+    """Speak ``text`` into a WAV file with espeak-ng (argument list, never a shell).
+    ``pitch`` (0-99, espeak's default 50) and a voice variant (``en-us+f3``) make distinct
+    speakers for the diarization tests."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = [] if pitch is None else ["-p", str(pitch)]
     subprocess.run(
-        [ESPEAK, "-v", voice, "-s", str(speed), "-w", str(path), "--", text],
+        [ESPEAK, "-v", voice, "-s", str(speed), *extra, "-w", str(path), "--", text],
         check=True,
         capture_output=True,
         timeout=60,
@@ -195,10 +199,13 @@ def to_pinyin(text: str) -> str:
     return " ".join(lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True))
 
 
-def speak_mandarin(text: str, path: Path, speed: int = 140) -> Path:
+def speak_mandarin(text: str, path: Path, speed: int = 140, variant: str = "",
+                   pitch: int | None = None) -> Path:
     """Mandarin speech for Chinese text. Robotic: it shows behaviour, not accuracy (the
-    multilingual base model gets roughly half the characters right)."""
-    return speak_wav(to_pinyin(text), path, voice=MANDARIN_VOICE, speed=speed)
+    multilingual base model gets roughly half the characters right). ``variant`` is an
+    espeak-ng voice variant such as ``+f3`` (another speaker)."""
+    return speak_wav(to_pinyin(text), path, voice=MANDARIN_VOICE + variant, speed=speed,
+                     pitch=pitch)
 
 
 def resample(x: np.ndarray, rate: int, target: int = 16000) -> np.ndarray:

@@ -124,3 +124,28 @@ def test_history_views_and_readonly_engine_on_postgresql(pg_url: str, tmp_path: 
         assert cli.main(["--settings", str(settings), "sql", attack]) == 1, attack
         assert "error:" in capsys.readouterr().err
     assert TaskQueue(db.make_engine(pg_url)).counts()[COMPLETED] == 1
+
+
+def test_speakers_and_minutes_columns_reach_the_history_view(tmp_path: Path) -> None:
+    """0002 adds diarize_seconds and the minutes' state; task_history shows them (both views
+    re-created); down to 0001 and up again keeps the rows."""
+    url = f"sqlite:///{(tmp_path / 'v.db').as_posix()}"
+    db.migrate(url)
+    engine = db.make_engine(url)
+    q = TaskQueue(engine, ManualClock())
+    tid = q.enqueue(NewTask(source="a.wav", size=1, mtime_ns=1, model="tiny.en")).id
+    q.claim(tid, "n", 60, device="cpu")
+    q.start_processing(tid, "n", 0.1)
+    q.complete(tid, "n", transcribe_seconds=2.0, audio_seconds=10.0, diarize_seconds=0.7,
+               summary_status="pending")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT diarize_seconds, summary_status, real_time_factor "
+                                "FROM task_history WHERE id = :i"), {"i": tid}).one()
+        assert tuple(row) == (0.7, "pending", 0.2)
+        assert conn.execute(text("SELECT completed FROM model_stats")).scalar() == 1
+    db.downgrade(url, "0001")
+    assert "diarize_seconds" not in {c["name"] for c in inspect(engine).get_columns("tasks")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM task_history")).scalar() == 1
+    db.migrate(url)
+    engine.dispose()

@@ -121,3 +121,27 @@ def test_prompt_default_user_prompt_and_glossary_merge() -> None:
         "A sales meeting. Terms: Kubernetes, 张经理.")
     assert prompting.build_prompt(None, None, ["DropScribe"]) == "Terms: DropScribe."
     assert len(prompting.build_prompt("zh", "长" * 5000)) == prompting.MAX_PROMPT_CHARS
+
+
+def test_speakers_off_auto_or_a_number_in_settings_and_sidecars(tmp_path: Path) -> None:
+    """YAML reads a bare `off` as false: it still means off. A sidecar may say "2" or 2."""
+    (tmp_path / "a").mkdir()
+    path = tmp_path / "a" / "settings.yaml"
+    path.write_text("transcribe:\n  speakers: off\n", encoding="utf-8")
+    assert load_settings(path).transcribe.speakers == "off"
+    path.write_text("transcribe:\n  speakers: auto\n", encoding="utf-8")
+    assert load_settings(path).transcribe.speakers == "auto"
+    assert sidecar(tmp_path, {"speakers": "2"}).decoding == {"speakers": 2}
+    assert sidecar(tmp_path, {"speakers": 3}).decoding == {"speakers": 3}
+    names = sidecar(tmp_path, {"speaker_names": {"1": " 张经理 ", "02": "李娜"}})
+    assert names.decoding == {"speaker_names": {"1": "张经理", "2": "李娜"}}
+    for bad, words in [({"speakers": 0}, "speakers: "), ({"speakers": "many"}, "'auto'"),
+                       ({"speaker_names": {"one": "x"}}, "speaker numbers"),
+                       ({"speaker_names": {"1": "<b>x</b>"}}, "without < or >"),
+                       ({"speaker_names": {"1": "a\nb"}}, "printable")]:
+        with pytest.raises(SidecarError, match="speaker") as err:
+            sidecar(tmp_path, bad)
+        assert words in str(err.value)
+    path.write_text("transcribe:\n  speakers: 50\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="transcribe.speakers"):
+        load_settings(path)

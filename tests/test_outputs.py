@@ -389,3 +389,39 @@ def test_remove_partial_removes_only_this_stems_temps(tmp_path: Path) -> None:
     assert not any(p.exists() for p in mine)
     assert all(p.exists() for p in others) and (tmp_path / "talk.txt").is_file()
     assert outputs.remove_partial(tmp_path / "missing", "talk") == 0
+
+
+def test_speaker_labels_in_every_format(tmp_path: Path) -> None:
+    """txt: one `[name] …` line per turn (a speaker's consecutive segments joined); srt/vtt:
+    WebVTT voice tags; tsv: the label in the text column; json: `speaker` on segments and
+    words. Names are whatever the speakers stage gave (sidecar names included)."""
+    result = make_result(first=" Hello there.", words=True)
+    for seg, who in zip(result["segments"], ["张经理", "张经理", "Speaker 2"], strict=True):
+        seg["speaker"] = who
+        for w in seg["words"]:
+            w["speaker"] = who
+    written = write_transcripts(result, tmp_path, "m", ["txt", "srt", "vtt", "tsv", "json"],
+                                {"speakers": [{"id": 1, "name": "张经理"}]})
+    text = {p.suffix: p.read_text(encoding="utf-8") for p in written}
+    assert text[".txt"] == "[张经理] Hello there. Second --> line.\n[Speaker 2] Tab\there.\n"
+    assert "<v 张经理>Hello there." in text[".srt"] and "<v Speaker 2>Tab\there." in text[".srt"]
+    assert "<v 张经理>Second -> line." in text[".vtt"]
+    assert "[Speaker 2] Tab here." in text[".tsv"]  # whisper turns the tab into a space
+    doc = json.loads(text[".json"])
+    assert [s["speaker"] for s in doc["segments"]] == ["张经理", "张经理", "Speaker 2"]
+    assert doc["segments"][2]["words"][0]["speaker"] == "Speaker 2"
+    assert doc["speakers"] == [{"id": 1, "name": "张经理"}]
+
+
+def test_chinese_turns_join_without_spaces(tmp_path: Path) -> None:
+    result = {"language": "zh", "text": "", "segments": [
+        {"id": 0, "start": 0.0, "end": 1.0, "text": "大家好。", "speaker": "说话人1"},
+        {"id": 1, "start": 1.0, "end": 2.0, "text": "开始开会。", "speaker": "说话人1"},
+        {"id": 2, "start": 2.0, "end": 3.0, "text": "好的。", "speaker": "说话人2"}]}
+    [txt] = write_transcripts(result, tmp_path, "zh", ["txt"], {})
+    assert txt.read_text(encoding="utf-8") == "[说话人1] 大家好。开始开会。\n[说话人2] 好的。\n"
+
+
+def test_without_speakers_nothing_changes(tmp_path: Path) -> None:
+    [doc] = write_transcripts(make_result(), tmp_path, "plain", ["json"], META)
+    assert all("speaker" not in s for s in json.loads(doc.read_text("utf-8"))["segments"])

@@ -405,7 +405,8 @@ def test_transcripts_downloads_and_audio_only_from_their_folders(tmp_path: Path)
         out_dir = cfg.outbox / "团队"
         out_dir.mkdir(parents=True)
         doc = {"text": " Hello there.", "language": "en",
-               "segments": [{"start": 0.0, "end": 1.5, "text": " Hello there."}]}
+               "segments": [{"start": 0.0, "end": 1.5, "text": " Hello there."},
+                            {"start": 1.5, "end": 2.0, "text": " Yes.", "speaker": "张经理"}]}
         (out_dir / "会议.json").write_text(json.dumps(doc), encoding="utf-8")
         (out_dir / "会议.srt").write_text("1\n00:00:00,000 --> 00:00:01,500\nHello\n", "utf-8")
         (cfg.outbox / "link.txt").symlink_to(outside)
@@ -425,8 +426,9 @@ def test_transcripts_downloads_and_audio_only_from_their_folders(tmp_path: Path)
         c = Client(f"http://127.0.0.1:{web.port}")
         c.session()
         code, data = c.json("GET", f"/api/tasks/{ok.id}/transcript")
-        assert code == 200 and data["segments"] == [{"start": 0.0, "end": 1.5,
-                                                    "text": " Hello there."}]
+        assert code == 200 and data["segments"] == [  # a speaker only where labelled
+            {"start": 0.0, "end": 1.5, "text": " Hello there."},
+            {"start": 1.5, "end": 2.0, "text": " Yes.", "speaker": "张经理"}]
         code, headers, body = c.request("GET", f"/api/tasks/{ok.id}/download/srt")
         assert code == 200 and body.startswith(b"1\n00:00:00,000")
         assert "attachment" in headers["content-disposition"]

@@ -365,7 +365,7 @@ async function openTranscript(id) {
         player.currentTime = s.start;
         player.play().catch(() => {});
       } }),
-      el("span", { text: s.text.trim() }))));
+      el("span", { text: (s.speaker ? `[${s.speaker}] ` : "") + s.text.trim() }))));
   $("viewer").scrollIntoView({ behavior: "smooth" });
 }
 
