@@ -66,7 +66,8 @@ def exit_with_parent() -> None:
 
 def _is_oom(err: BaseException) -> bool:
     text = f"{type(err).__name__}: {err}"
-    return "OutOfMemoryError" in text or "out of memory" in text or "cudaErrorInvalidDevice" in text
+    return ("OutOfMemoryError" in text or "out of memory" in text
+            or "cudaErrorInvalidDevice" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text)
 
 
 def main(conn: Connection) -> None:
@@ -110,13 +111,14 @@ def main(conn: Connection) -> None:
 
 # Imported once by the forkserver (POSIX): each worker then starts in milliseconds with
 # torch/whisper already loaded. Importing torch does not initialise CUDA, so forking is safe.
-PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "service.audio", "service.engine",
-           "service.outputs", "service.postprocess", "service.worker"]
+PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "faster_whisper", "service.audio",
+           "service.engine", "service.fasterwhisper", "service.outputs", "service.postprocess",
+           "service.worker"]
 
 
 def classify(err: BaseException) -> tuple[str, str, bool, bool]:
     """(kind, plain message, retryable, resource) for an exception raised while running a job."""
-    from . import audio, engine, fsops
+    from . import audio, engine, fasterwhisper, fsops, i18n
 
     if isinstance(err, (fsops.NotRegularFileError, fsops.UnsafePathError)):
         return "unsafe_path", f"Refused: {err}", False, False
@@ -126,6 +128,8 @@ def classify(err: BaseException) -> tuple[str, str, bool, bool]:
         return "not_audio", str(err), False, False
     if isinstance(err, engine.EngineStuck):  # the seed is fixed: a retry would stall again
         return "engine_stuck", str(err), False, False
+    if fasterwhisper.is_missing_cuda_library(err):  # a retry would fail the same way
+        return "gpu_library", i18n.t("engine.cuda_library", "en", error=err), False, False
     if _is_oom(err):
         msg = "The GPU ran out of memory; the task will wait and retry."
         return "out_of_memory", msg, True, True
@@ -141,16 +145,23 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
     import torch
 
-    from . import audio, engine, fsops, outputs
+    from . import audio, engine, engines, fsops, options, outputs
 
     if job.threads > 0:
         torch.set_num_threads(job.threads)
     device = engine.pick_device() if job.gpu is not None else "cpu"
+    opts = options.Decoding.model_validate(job.decoding)
+    runtime = engines.get(opts.engine)
+    key = f"{opts.engine}:{job.model}:{opts.compute_type}:{opts.prefer_memory}"
+    measure = device.startswith("cuda") and runtime.name != engines.OPENAI
+    sampler = _vram_sampler(job) if measure else None  # from before loading
     t0 = time.perf_counter()
-    if loaded is not None and loaded[0] == job.model:
+    if loaded is not None and loaded[0] == key:
         model = loaded[1]
     else:
-        model = engine.load_model(job.model, Path(job.models_dir), device, job.allow_download)
+        loaded = None  # a warm worker's other model goes before the next one loads
+        model = runtime.load(job.model, Path(job.models_dir), device, job.allow_download, opts,
+                             job.threads)
     load_seconds = time.perf_counter() - t0
     conn.send(("loaded", load_seconds))
 
@@ -179,12 +190,14 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
             conn.send(("progress", float(fraction)))
 
     t1 = time.perf_counter()
-    result, meta = transcribe(job, model, samples, device, progress)
+    result, meta = transcribe(job, model, samples, device, progress, runtime)
     transcribe_seconds = time.perf_counter() - t1
     meta = {
         "model": job.model,
         "source": job.source_name,
         "device": device,
+        "engine": runtime.name,
+        "compute_type": runtime.compute_type(model),
         "audio_seconds": round(audio_seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "transcribe_seconds": round(transcribe_seconds, 3),
@@ -193,7 +206,11 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
     if job.outbox:  # the output folder may have been replaced by a link since the start
         fsops.ensure_inside(job.outbox, job.out_dir)
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
-    peak = _peak_vram_mb(torch) if device.startswith("cuda") else None
+    peak = None
+    if sampler is not None:  # CTranslate2 allocates outside torch: NVML's figure for it
+        peak = sampler.stop()
+    elif device.startswith("cuda") and not measure:
+        peak = _peak_vram_mb(torch)
     conn.send(
         (
             "done",
@@ -204,27 +221,26 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
                 "audio_seconds": audio_seconds,
                 "detected_language": result.get("language"),
                 "vram_peak_mb": peak,
+                "engine": runtime.name,
+                "precision": engines.precision(opts, device.startswith("cuda")),
                 "sha256": digest.result(),
             },
         )
     )
-    return job.model, model
+    return key, model
 
 
 def transcribe(job: Job, model: object, samples: object, device: str,
-               progress: object) -> tuple[dict, dict]:
+               progress: object, runtime: object = None) -> tuple[dict, dict]:
     """speech regions → language → prompt → decode the speech only → post-process.
 
-    Returns the result to write and what the json output should say about how it was made.
+    `runtime` is the engines.Engine that loaded `model` (default: the job's engine). Returns
+    the result to write and what the json output should say about how it was made.
     """
-    import torch
+    from . import engine, engines, options, postprocess, prompting, vad
 
-    from . import engine, options, postprocess, prompting, vad
-
-    # Temperature fallback samples at random: a fixed seed gives the same file the same
-    # transcript on every attempt and every machine with the same weights.
-    torch.manual_seed(0)
     opts = options.Decoding.model_validate(job.decoding)
+    runtime = runtime or engines.get(opts.engine)
     regions = None
     if opts.vad:
         regions = vad.speech_regions(samples, vad.VadOptions(
@@ -232,10 +248,10 @@ def transcribe(job: Job, model: object, samples: object, device: str,
             opts.vad_min_speech_ms))
     speech = None if regions is None else [(r.start, r.end) for r in regions]
     language = job.language
-    multilingual = bool(getattr(model, "is_multilingual", True))
+    multilingual = runtime.multilingual(model)
     warnings = []
     if language is None and regions != []:
-        language, probability = engine.detect_language(model, samples, speech, opts.languages)
+        language, probability = runtime.detect_language(model, samples, speech, opts.languages)
         log.info("task %s: language %s (p=%.2f)", job.task_id, language, probability)
     if (warning := engine.language_warning(job.model, multilingual, language)) is not None:
         log.warning("task %s: %s", job.task_id, warning)
@@ -248,11 +264,8 @@ def transcribe(job: Job, model: object, samples: object, device: str,
         result = {"text": "", "segments": [], "language": language}
         warnings.append("No speech was found in this file, so the transcript is empty.")
     else:
-        clips = "0" if not speech else [t for pair in speech for t in pair]
-        result = engine.transcribe(
-            model, samples, language=language, task=job.task, initial_prompt=prompt,
-            fp16=device.startswith("cuda"), progress=progress, clip_timestamps=clips,
-            carry_initial_prompt=prompt is not None, **opts.whisper_options())
+        result = runtime.transcribe(model, samples, language=language, task=job.task,
+                                    prompt=prompt, speech=speech, opts=opts, progress=progress)
     report = postprocess.apply(result, duration=len(samples) / 16000.0, regions=regions,
                                prompt=prompt, opencc_config=opts.opencc)
     report.warnings[:0] = warnings
@@ -290,6 +303,18 @@ class _Sha256:
     def result(self) -> str | None:
         self._thread.join()
         return self._hex
+
+
+def _vram_sampler(job: Job) -> object:
+    """Samples this process's memory on its card from before loading (gpu.PeakSampler)."""
+    from . import gpu
+
+    try:
+        backend = gpu.NvmlBackend([job.gpu])
+    except Exception as err:  # noqa: BLE001 - no NVML: no measurement, the task still runs
+        log.warning("cannot measure VRAM (NVML: %s)", err)
+        return None
+    return gpu.PeakSampler(backend, job.gpu, os.getpid()).start()
 
 
 DEFAULT_CONTEXT_MB = 500  # CUDA context + cuBLAS workspace when the driver won't tell (WDDM)
