@@ -26,7 +26,7 @@ FASTER = "faster-whisper"
 ProgressCallback = Callable[[float], None]
 Speech = Sequence[tuple[float, float]]
 
-__all__ = ["FASTER", "OPENAI", "Engine", "get", "precision"]
+__all__ = ["FASTER", "OPENAI", "Engine", "get", "kind", "precision"]
 
 
 class Engine(Protocol):
@@ -114,8 +114,20 @@ def precision(opts: Decoding, on_gpu: bool = True) -> str:
     with `-batchN` when batched (a batch of 8 windows needs ~1.3x the memory)."""
     if opts.engine != FASTER:
         return "fp16" if on_gpu else "fp32"
-    from .fasterwhisper import resolve_compute_type
+    from .fasterwhisper import batched, resolve_compute_type
 
     compute = resolve_compute_type(opts.compute_type, "cuda" if on_gpu else "cpu",
                                    opts.prefer_memory, supported=None)
-    return f"{compute}-batch{opts.batch_size}" if opts.batch_size > 1 else compute
+    return f"{compute}-batch{opts.batch_size}" if batched(opts) else compute
+
+
+def kind(defaults: Decoding, chosen: dict[str, Any]) -> dict[str, str]:
+    """A task's engine and GPU precision (settings, then its own choices): what its VRAM
+    estimate and calibration row depend on (planner, VramPool, Calibration)."""
+    from .options import OptionsError, resolve
+
+    try:
+        opts = resolve(defaults, chosen or {})
+    except OptionsError:  # refused at admission already; plan it like the defaults
+        opts = defaults
+    return {"engine": opts.engine, "precision": precision(opts)}

@@ -113,14 +113,13 @@ def _parts(folder: Path) -> list[Path]:
 
 def model_folder(name: str, models_dir: Path) -> Path | None:
     """models_dir/NAME/ if it holds a CTranslate2 model (model.bin or its parts), else None."""
+    from .catalog import is_ct2_folder
     from .engine import _is_plain_name
 
     if not _is_plain_name(name):
         return None
     folder = Path(models_dir) / name
-    if (folder / MODEL_FILE).is_file() or _parts(folder):
-        return folder
-    return None
+    return folder if is_ct2_folder(folder) else None
 
 
 def cuda_dll_folders(roots: Iterable[Path]) -> list[Path]:

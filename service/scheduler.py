@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path, PurePosixPath
 
-from . import options, outcome, outputs
+from . import engines, options, outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
@@ -107,7 +107,7 @@ class Dispatcher:
         self._gpu_names: dict[int, str] = {}
         if pool is not None:
             rtf = calibration.rtf if calibration is not None else (lambda g, m: default_rtf(m))
-            self.planner = Planner(pool, clock, rtf)
+            self.planner = Planner(pool, clock, rtf, self._kind)
             self._gpu_names = {g.index: g.name for g in pool.backend.devices()}
         self.on_settled = on_settled
         self.worker_id = worker_id or node_id()
@@ -449,7 +449,8 @@ class Dispatcher:
             err_kind, message, retryable, resource = args
             run.done = True
             if resource and self.calibration is not None and run.gpu is not None:
-                new = self.calibration.out_of_memory(self._gpu_names[run.gpu], run.task.model)
+                new = self.calibration.out_of_memory(self._gpu_names[run.gpu], run.task.model,
+                                                     **self._kind(run.task))
                 log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
                             tid, run.task.model, new)
             self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
@@ -460,10 +461,15 @@ class Dispatcher:
             return
         audio = info.get("audio_seconds") or 0
         rtf = info["transcribe_seconds"] / audio if audio else None
+        kind = self._kind(run.task)
         self.calibration.record(
-            self._gpu_names[run.gpu], run.task.model, "fp16",
-            peak_mb=info.get("vram_peak_mb"), rtf=rtf,
+            self._gpu_names[run.gpu], run.task.model, info.get("precision") or kind["precision"],
+            peak_mb=info.get("vram_peak_mb"), rtf=rtf, engine=info.get("engine") or kind["engine"],
         )
+
+    def _kind(self, task: Task) -> dict[str, str]:
+        """The task's engine and precision (its VRAM estimate and calibration row)."""
+        return engines.kind(self.settings.transcribe, task.options or {})
 
     def _failed(
         self, task_id: int, kind: str, message: str, *, retryable: bool, resource: bool = False
