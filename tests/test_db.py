@@ -124,3 +124,27 @@ def test_history_views_and_readonly_engine_on_postgresql(pg_url: str, tmp_path: 
         assert cli.main(["--settings", str(settings), "sql", attack]) == 1, attack
         assert "error:" in capsys.readouterr().err
     assert TaskQueue(db.make_engine(pg_url)).counts()[COMPLETED] == 1
+
+
+def test_migration_0002_keys_calibration_by_engine(tmp_path: Path) -> None:
+    """Rows measured before the second engine existed are openai-whisper's; a downgrade keeps
+    them and drops faster-whisper's."""
+    url = f"sqlite:///{(tmp_path / 'm.db').as_posix()}"
+    db.migrate(url, "0001")
+    engine = db.make_engine(url)
+    row = "'H100', 'small', 'fp16', '[1000.0]', 1000, 0, 1000, 0, 0.05, NULL"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO model_memory VALUES ({row})"))
+    db.migrate(url)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT engine, mean_mb FROM model_memory")).all() == [
+            ("openai-whisper", 1000.0)]
+        conn.execute(text(
+            "INSERT INTO model_memory (gpu_name, model, precision, engine, samples, mean_mb, "
+            "variance, floor_mb) VALUES ('H100', 'small', 'fp16', 'faster-whisper', '[]', 0, 0, "
+            "0)"))
+    db.downgrade(url, "0001")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT model, mean_mb FROM model_memory")).all() == [
+            ("small", 1000.0)]
+    engine.dispose()
