@@ -191,3 +191,26 @@ def test_precision_keys_for_calibration() -> None:
     assert engines.precision(Decoding(engine="faster-whisper", vad=False)) == "float16"
     assert engines.kind(Decoding(), {"engine": "faster-whisper", "output_formats": ["txt"]}) == {
         "engine": "faster-whisper", "precision": "float16-batch8"}
+
+
+def test_speech_ending_past_the_last_sample_is_decoded(fw_tiny_en, sentence_audio) -> None:
+    """Padded VAD regions can end after the file (faster-whisper asserted on that)."""
+    end = len(sentence_audio) / 16000
+    result = engines.get("faster-whisper").transcribe(
+        fw_tiny_en, sentence_audio, language="en", task="transcribe", prompt=None,
+        speech=[(-0.2, end + 0.4)], opts=Decoding(), progress=None)
+    assert word_error_rate(SENTENCE, result["text"]) <= WER_BOUND, result["text"]
+
+
+def test_language_of_a_short_sentence_is_heard_like_openai_whisper(
+        fw_base, base_model, tmp_path: Path) -> None:
+    """A 3-s clip padded with silence to one window, as openai-whisper pads it (faster-whisper
+    pads the features with zeros, and base heard Latin here)."""
+    from service import engine
+    from tests.speech import speak_wav, speech_16k
+
+    samples = speech_16k(speak_wav("Thank you for listening to this recording.",
+                                   tmp_path / "thanks.wav"))
+    speech = [(0.0, len(samples) / 16000)]
+    fw_lang, _ = engines.get("faster-whisper").detect_language(fw_base, samples, speech, None)
+    assert fw_lang == engine.detect_language(base_model, samples, speech, None)[0] == "en"
