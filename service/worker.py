@@ -81,8 +81,9 @@ def main(conn: Connection) -> None:
     import torch  # noqa: F401
     import whisper  # noqa: F401
 
-    from . import audio, engine, outputs  # noqa: F401
+    from . import audio, engine, outputs, vad  # noqa: F401
 
+    vad.warm_up()  # its first run is slow: before the job, where a pre-started worker hides it
     conn.send(("ready",))
     loaded: tuple[str, object] | None = None  # (model name, model) kept while warm
     try:
