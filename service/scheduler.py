@@ -85,6 +85,7 @@ class Warm:
     mb: int
     key: int  # its VRAM reservation's key (negative: not a task id)
     idle_since: float = field(default_factory=time.monotonic)
+    kind: dict = field(default_factory=dict)  # engine and precision of its loaded model
 
 
 class Dispatcher:
@@ -187,7 +188,8 @@ class Dispatcher:
             return
         ready = self.queue.ready(limit=50)
         for warm in list(self._warm):
-            task = next((t for t in ready if t.model == warm.model), None)
+            task = next((t for t in ready if t.model == warm.model
+                         and self._kind(t) == warm.kind), None)
             if task is None or not warm.proc.process.is_alive():
                 continue
             device = "cpu" if warm.gpu is None else f"cuda:{warm.gpu}"
@@ -393,7 +395,8 @@ class Dispatcher:
         if self.pool is not None and run.gpu is not None:
             self.pool.reserve(key, run.gpu, run.estimate_mb)
             self.pool.materialise(key)
-        self._warm.append(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key))
+        self._warm.append(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key,
+                               kind=self._kind(run.task)))
 
     def _reap_exited(self) -> None:
         """Release VRAM of workers that have really exited; retire idle warm workers."""
