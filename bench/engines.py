@@ -69,8 +69,16 @@ PLAIN = r'''
 import json, sys, time
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 folder, threads, batch, files = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+import pathlib
 t0 = time.perf_counter()
-model = WhisperModel(folder, device="cpu", compute_type="int8", cpu_threads=threads)
+files = None
+root = pathlib.Path(folder)
+if not (root / "model.bin").is_file():  # split parts: what a plain user must do, in memory
+    parts = sorted(root.glob("model.bin.part*"), key=lambda p: int(p.suffix[5:]))
+    files = {p.name: p.read_bytes() for p in root.iterdir() if not p.name.startswith("model.")}
+    files["model.bin"] = b"".join(p.read_bytes() for p in parts)
+model = WhisperModel(folder, device="cpu", compute_type="int8", cpu_threads=threads,
+                     files=files)
 load = time.perf_counter() - t0
 pipe = BatchedInferencePipeline(model) if batch > 1 else None
 texts, t1 = {}, time.perf_counter()
@@ -225,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             for engine, key in (("openai-whisper", "openai"), ("faster-whisper", "faster")):
                 runs[key].append(run_service(work / f"round{n + 1}", engine, models_dir, clips,
                                              args))
+                log.info("round %d, service %s: %.1f s", n + 1, engine, runs[key][-1].wall_s)
             runs["plain"].append(run_plain(models_dir, clips, runs["faster"][0].audio_s, args))
         for key, kind in runs.items():
             log.info("%s wall per round: %s", key, ", ".join(f"{r.wall_s:.1f}" for r in kind))
