@@ -71,14 +71,15 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 folder, threads, batch, files = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 import pathlib
 t0 = time.perf_counter()
-files = None
+in_memory = None
 root = pathlib.Path(folder)
 if not (root / "model.bin").is_file():  # split parts: what a plain user must do, in memory
     parts = sorted(root.glob("model.bin.part*"), key=lambda p: int(p.suffix[5:]))
-    files = {p.name: p.read_bytes() for p in root.iterdir() if not p.name.startswith("model.")}
-    files["model.bin"] = b"".join(p.read_bytes() for p in parts)
+    in_memory = {p.name: p.read_bytes() for p in root.iterdir()
+                 if not p.name.startswith("model.")}
+    in_memory["model.bin"] = b"".join(p.read_bytes() for p in parts)
 model = WhisperModel(folder, device="cpu", compute_type="int8", cpu_threads=threads,
-                     files=files)
+                     files=in_memory)
 load = time.perf_counter() - t0
 pipe = BatchedInferencePipeline(model) if batch > 1 else None
 texts, t1 = {}, time.perf_counter()
