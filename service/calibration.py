@@ -1,9 +1,11 @@
-"""Estimates that learn: VRAM per (GPU name, model, precision) and speed per (GPU, model).
+"""Estimates that learn: VRAM per (GPU name, model, precision, engine) and speed per (GPU, model).
 
-Start from openai-whisper's table × confidence_factor; after each task the worker's measured
-peak joins the last N samples, and the estimate becomes mean + k·stddev. A CUDA out-of-memory
-raises a floor under the estimate. Everything lives in `model_memory`, so it survives restarts.
-The parent is the only writer on its node; the cache here is just a copy of that table.
+Start from openai-whisper's table (faster-whisper: × its published ratio for the compute type,
+catalog.default_vram_mb) × confidence_factor; each engine learns apart. After each task the
+worker's measured peak joins the last N samples, and the estimate becomes mean + k·stddev. A
+CUDA out-of-memory raises a floor under the estimate. Everything lives in `model_memory`, so it
+survives restarts. The parent is the only writer on its node; the cache here is just a copy of
+that table.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .tables import ModelMemory
 DEFAULT_RTF = {"tiny": 0.03, "base": 0.04, "small": 0.07, "medium": 0.12, "large": 0.2,
                "turbo": 0.08}
 OOM_GROWTH = 1.25
+OPENAI = "openai-whisper"
+Key = tuple[str, str, str, str]  # (gpu name, model, precision, engine)
 
 
 def default_rtf(model: str) -> float:
@@ -58,23 +62,24 @@ class Calibration:
         self.k = k
         self.window = window
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, str], _Entry] = {}
+        self._cache: dict[Key, _Entry] = {}
         self.reload()
 
     def reload(self) -> None:
         with self._sessions() as s, self._lock:
             self._cache = {
-                (r.gpu_name, r.model, r.precision): _Entry(
+                (r.gpu_name, r.model, r.precision, r.engine): _Entry(
                     list(r.samples or []), r.floor_mb or 0.0, r.rtf_mean, r.last_peak_mb
                 )
                 for r in s.scalars(select(ModelMemory))
             }
 
     # ---- reading -------------------------------------------------------------------------
-    def estimate_mb(self, gpu_name: str, model: str, precision: str = "fp16") -> int:
+    def estimate_mb(self, gpu_name: str, model: str, precision: str = "fp16",
+                    engine: str = OPENAI) -> int:
         with self._lock:
-            e = self._cache.get((gpu_name, model, precision))
-        base = catalog.default_vram_mb(model) * self.confidence_factor
+            e = self._cache.get((gpu_name, model, precision, engine))
+        base = catalog.default_vram_mb(model, engine, precision) * self.confidence_factor
         if e is None:
             return int(base)
         if e.samples:
@@ -84,9 +89,10 @@ class Calibration:
             base = mean + self.k * std
         return int(math.ceil(max(base, e.floor_mb)))
 
-    def rtf(self, gpu_name: str, model: str, precision: str = "fp16") -> float:
+    def rtf(self, gpu_name: str, model: str, precision: str = "fp16",
+            engine: str = OPENAI) -> float:
         with self._lock:
-            e = self._cache.get((gpu_name, model, precision))
+            e = self._cache.get((gpu_name, model, precision, engine))
         return e.rtf if e is not None and e.rtf else default_rtf(model)
 
     def table(self) -> list[dict]:
@@ -94,12 +100,13 @@ class Calibration:
         with self._lock:
             keys = list(self._cache)
         out = []
-        for gpu_name, model, precision in sorted(keys):
-            e = self._cache[(gpu_name, model, precision)]
+        for gpu_name, model, precision, engine in sorted(keys):
+            e = self._cache[(gpu_name, model, precision, engine)]
             out.append({
-                "gpu": gpu_name, "model": model, "precision": precision,
-                "default_mb": int(catalog.default_vram_mb(model) * self.confidence_factor),
-                "estimate_mb": self.estimate_mb(gpu_name, model, precision),
+                "gpu": gpu_name, "model": model, "precision": precision, "engine": engine,
+                "default_mb": int(catalog.default_vram_mb(model, engine, precision)
+                                  * self.confidence_factor),
+                "estimate_mb": self.estimate_mb(gpu_name, model, precision, engine),
                 "measured_mean_mb": round(sum(e.samples) / len(e.samples)) if e.samples else None,
                 "last_peak_mb": e.last_peak, "samples": len(e.samples),
                 "real_time_factor": e.rtf,
@@ -115,6 +122,7 @@ class Calibration:
         *,
         peak_mb: float | None,
         rtf: float | None = None,
+        engine: str = OPENAI,
     ) -> None:
         """A finished task's measured peak (and speed) joins the window."""
         def change(e: _Entry) -> None:
@@ -124,19 +132,20 @@ class Calibration:
             if rtf is not None and rtf > 0:
                 e.rtf = rtf if e.rtf is None else 0.8 * e.rtf + 0.2 * rtf
 
-        self._update(gpu_name, model, precision, change)
+        self._update((gpu_name, model, precision, engine), change)
 
-    def out_of_memory(self, gpu_name: str, model: str, precision: str = "fp16") -> int:
+    def out_of_memory(self, gpu_name: str, model: str, precision: str = "fp16",
+                      engine: str = OPENAI) -> int:
         """Raise the floor after a CUDA OOM; returns the new estimate."""
-        current = self.estimate_mb(gpu_name, model, precision)
+        current = self.estimate_mb(gpu_name, model, precision, engine)
 
         def change(e: _Entry) -> None:
             e.floor_mb = max(e.floor_mb, current * OOM_GROWTH)
 
-        self._update(gpu_name, model, precision, change)
-        return self.estimate_mb(gpu_name, model, precision)
+        self._update((gpu_name, model, precision, engine), change)
+        return self.estimate_mb(gpu_name, model, precision, engine)
 
-    def _update(self, gpu_name: str, model: str, precision: str, change) -> None:  # noqa: ANN001
+    def _update(self, key: Key, change) -> None:  # noqa: ANN001
         """Read-modify-write of one row, safe against other nodes sharing the database.
 
         The row is locked (SELECT … FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already
@@ -145,14 +154,14 @@ class Calibration:
         """
         for attempt in (1, 2):
             try:
-                self._update_once(gpu_name, model, precision, change)
+                self._update_once(key, change)
                 return
             except IntegrityError:
                 if attempt == 2:
                     raise
 
-    def _update_once(self, gpu_name: str, model: str, precision: str, change) -> None:  # noqa: ANN001
-        key = (gpu_name, model, precision)
+    def _update_once(self, key: Key, change) -> None:  # noqa: ANN001
+        gpu_name, model, precision, engine = key
         with self._sessions.begin() as s, self._lock:
             row = s.get(ModelMemory, key, with_for_update=True)
             e = _Entry()
@@ -166,7 +175,8 @@ class Calibration:
             values = dict(samples=e.samples, mean_mb=mean, variance=var, last_peak_mb=e.last_peak,
                           rtf_mean=e.rtf, floor_mb=e.floor_mb, updated_at=self.clock.now())
             if row is None:
-                s.add(ModelMemory(gpu_name=gpu_name, model=model, precision=precision, **values))
+                s.add(ModelMemory(gpu_name=gpu_name, model=model, precision=precision,
+                                  engine=engine, **values))
                 s.flush()  # a concurrent first insert fails here, inside the retry
             else:
                 for k, v in values.items():

@@ -34,6 +34,13 @@ LANGUAGE_ALIASES = {"mandarin": "zh", "zh-cn": "zh", "zh-tw": "zh", "zh-hans": "
 CHINESE = frozenset({"zh", "yue"})
 
 
+# faster-whisper's memory relative to openai-whisper fp16 on the same GPU, from the published
+# large-v2 figures (faster-whisper README, RTX 3070 Ti): openai fp16 4708 MB; faster fp16
+# 4525 MB, batched (8) 6090 MB; int8 2926 MB, int8 batched (8) 4500 MB. Until measured.
+FASTER_VRAM_FACTOR = {"float16": 4525 / 4708, "int8_float16": 2926 / 4708}
+FASTER_BATCHED_FACTOR = {"float16": 6090 / 4708, "int8_float16": 4500 / 4708}
+
+
 def local_models(models_dir: Path) -> list[str]:
     """Names of the checkpoints in models_dir (<name>.pt)."""
     try:
@@ -42,8 +49,37 @@ def local_models(models_dir: Path) -> list[str]:
         return []
 
 
+def is_ct2_folder(folder: Path) -> bool:
+    """A CTranslate2 (faster-whisper) model folder: model.bin, or model.bin.part1, part2 …"""
+    try:
+        return (folder / "model.bin").is_file() or any(
+            p.suffix[5:].isdigit() for p in folder.glob("model.bin.part*"))
+    except OSError:
+        return False
+
+
+def ct2_models(models_dir: Path) -> list[str]:
+    """Names of the CTranslate2 folders in models_dir (<name>/model.bin), for faster-whisper."""
+    try:
+        return sorted(p.name for p in models_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and is_ct2_folder(p))
+    except OSError:
+        return []
+
+
+def local_engines(models_dir: Path) -> dict[str, list[str]]:
+    """Each model on disk with the engine(s) that can run it: NAME.pt → openai-whisper,
+    NAME/ (CTranslate2) → faster-whisper."""
+    out: dict[str, list[str]] = {}
+    for name in local_models(models_dir):
+        out.setdefault(name, []).append("openai-whisper")
+    for name in ct2_models(models_dir):
+        out.setdefault(name, []).append("faster-whisper")
+    return dict(sorted(out.items()))
+
+
 def known_models(models_dir: Path) -> set[str]:
-    return set(OFFICIAL) | set(local_models(models_dir))
+    return set(OFFICIAL) | set(local_models(models_dir)) | set(ct2_models(models_dir))
 
 
 def _closest_official(name: str) -> str:
@@ -54,9 +90,17 @@ def _closest_official(name: str) -> str:
     return next((o for o in sorted(OFFICIAL, key=len, reverse=True) if o in name), "large")
 
 
-def default_vram_mb(name: str) -> int:
-    """Table value for official names; for imported ones guess from the name, else 'large'."""
-    return OFFICIAL[_closest_official(name)][1]
+def default_vram_mb(name: str, engine: str = "openai-whisper", precision: str = "fp16") -> int:
+    """Table value for official names; for imported ones guess from the name, else 'large'.
+    faster-whisper: that value × the published ratio for its compute type (and batching)."""
+    base = OFFICIAL[_closest_official(name)][1]
+    if engine != "faster-whisper":
+        return base
+    compute, _, batch = precision.partition("-batch")
+    table = FASTER_BATCHED_FACTOR if batch else FASTER_VRAM_FACTOR
+    factor = table.get(compute, table["int8_float16"] if "int8" in compute else
+                       table["float16"] * (2 if compute == "float32" else 1))
+    return int(base * factor)
 
 
 def parameters_millions(name: str) -> int:

@@ -236,13 +236,16 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
     models_dir = settings.models_dir
     if args.models_command == "list":
-        names = catalog.local_models(models_dir)
+        engines = catalog.local_engines(models_dir)
         print(f"models in {models_dir}:")
-        if not names:
+        if not engines:
             print("  (none) — official models are downloaded here on first use when online, or "
                   "import one with: python app.py models import <folder> --name <name>")
-        for info in model_import.list_models(models_dir):
-            print(f"  {info['name']:<20} {info.get('size_mb', 0):>8.1f} MB  {info.get('dims', '')}")
+        checkpoints = {info["name"]: info for info in model_import.list_models(models_dir)}
+        for name, runs in engines.items():
+            info = checkpoints.get(name, {})
+            size = info.get("size_mb") or _folder_mb(models_dir / name)
+            print(f"  {name:<20} {size:>8.1f} MB  {', '.join(runs):<31} {info.get('dims') or ''}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     name = args.name
@@ -257,6 +260,14 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(f"imported {args.src} as {dest} ({os.path.getsize(dest) / 1e6:.1f} MB)")
     return 0
+
+
+def _folder_mb(folder: Path) -> float:
+    """Size of a CTranslate2 model folder's files."""
+    try:
+        return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20, 1)
+    except OSError:
+        return 0.0
 
 
 # ---- output -------------------------------------------------------------------------------------

@@ -77,14 +77,19 @@ class NvmlBackend:
 
 
 class SimulatedBackend:
-    """Fake cards: used = external load + what simulated tasks currently hold."""
+    """Fake cards: used = external load + what simulated tasks currently hold.
+
+    `per_process=False` behaves like Windows WDDM: the driver reports no per-process figure.
+    """
 
     simulated = True
 
-    def __init__(self, sizes_mb: Sequence[int], name: str = "Simulated GPU") -> None:
+    def __init__(self, sizes_mb: Sequence[int], name: str = "Simulated GPU",
+                 per_process: bool = True) -> None:
         self._lock = threading.Lock()
         self._total = list(sizes_mb)
         self._name = name
+        self._per_process = per_process
         self._external = [0] * len(sizes_mb)
         self._held: dict[object, tuple[int, int]] = {}  # key → (index, MiB)
 
@@ -99,6 +104,8 @@ class SimulatedBackend:
             ]
 
     def process_used_mb(self, index: int, pid: int) -> int | None:
+        if not self._per_process:
+            return None
         with self._lock:
             held = self._held.get(pid)
             return held[1] if held and held[0] == index else 0
@@ -115,6 +122,61 @@ class SimulatedBackend:
     def release(self, key: object) -> None:
         with self._lock:
             self._held.pop(key, None)
+
+
+class PeakSampler:
+    """The most memory one process held on one card while it ran, sampled in a thread.
+
+    Why: CTranslate2 (faster-whisper) allocates outside torch, so torch's allocator statistics
+    say nothing; NVML's per-process figure does. Where the driver gives none (Windows WDDM:
+    None), the card's used memory above what it was at the start is taken instead, which also
+    counts other programs' growth meanwhile: an estimate that errs on the safe side.
+    """
+
+    def __init__(self, backend: GpuBackend, index: int, pid: int,
+                 interval_s: float = 0.05) -> None:
+        self.backend, self.index, self.pid, self.interval_s = backend, index, pid, interval_s
+        self._baseline = self._card_used()
+        self.peak_mb = 0
+        self.per_process: bool | None = None  # known after the first sample
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vram-sampler", daemon=True)
+
+    def _card_used(self) -> int:
+        for gpu in self.backend.devices():
+            if gpu.index == self.index:
+                return gpu.used_mb
+        return 0
+
+    def sample(self) -> int:
+        """One reading (also called by the thread); returns the peak so far."""
+        try:
+            mine = self.backend.process_used_mb(self.index, self.pid)
+            self.per_process = mine is not None
+            if not mine:  # None (WDDM) or 0 (containers: NVML lists host PIDs, not ours)
+                mine = max(0, self._card_used() - self._baseline)
+        except Exception as err:  # noqa: BLE001 - a failed reading must not fail the task
+            log.debug("VRAM sample failed: %s", err)
+            return self.peak_mb
+        self.peak_mb = max(self.peak_mb, int(mine))
+        return self.peak_mb
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def start(self) -> PeakSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> int | None:
+        """Stop sampling; the peak in MiB (None if nothing was ever seen)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.sample()
+        return self.peak_mb or None
 
 
 def detect(devices: str | list[int], simulate: list[int] | None) -> GpuBackend | None:

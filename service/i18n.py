@@ -96,6 +96,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.interrupted": "The transcription was interrupted (the service stopped).",
         "reason.unsafe_path": "Refused: the file's path would write outside the outbox.",
         "reason.error": "Unexpected error.",
+        "reason.gpu_library": "The GPU libraries faster-whisper needs are missing.",
+        "engine.cuda_library": "faster-whisper cannot load the NVIDIA cuBLAS/cuDNN libraries "
+                               "({error}); install them into the service's Python with: pip "
+                               "install nvidia-cublas-cu12 nvidia-cudnn-cu12==9.* (then restart "
+                               "the service), or set transcribe.engine: openai-whisper.",
         # web uploads and commands (JSON errors of the web page)
         "upload.bad_name": "The name {name!r} is not allowed (no '..', absolute paths, control "
                            "characters, Windows device names like CON, or trailing dots).",
@@ -303,6 +308,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.interrupted": "转写被中断（服务停止）。",
         "reason.unsafe_path": "已拒绝：文件路径会写到输出文件夹之外。",
         "reason.error": "意外错误。",
+        "reason.gpu_library": "缺少 faster-whisper 需要的 GPU 库。",
+        "engine.cuda_library": "faster-whisper 无法加载 NVIDIA cuBLAS/cuDNN 库（{error}）；请在服务"
+                               "使用的 Python 中安装：pip install nvidia-cublas-cu12 "
+                               "nvidia-cudnn-cu12==9.*（然后重启服务），或设置 "
+                               "transcribe.engine: openai-whisper。",
         "upload.bad_name": "文件名 {name!r} 不允许（不能含“..”、绝对路径、控制字符、CON 等 Windows "
                            "设备名或结尾的点）。",
         "upload.too_long_name": "文件名 {name!r} 太长。",

@@ -29,8 +29,14 @@ from . import catalog
 MAX_SPEAKERS = 20
 SCRIPT_ALIASES = {"simplified": "t2s", "traditional": "s2t"}
 ORIGINAL = "original"
+ENGINES = ("openai-whisper", "faster-whisper")
+# CTranslate2's compute types (opennmt.net/CTranslate2/quantization.html); "auto" = GPU float16
+# (int8_float16 with prefer_memory), CPU int8. Listed here so options never imports ctranslate2.
+COMPUTE_TYPES = ("auto", "float16", "int8_float16", "int8", "int8_float32", "float32",
+                 "bfloat16", "int8_bfloat16", "int16")
 
-__all__ = ["DECODING_KEYS", "Decoding", "OptionsError", "opencc_config", "overrides", "resolve"]
+__all__ = ["COMPUTE_TYPES", "DECODING_KEYS", "ENGINES", "Decoding", "OptionsError",
+           "opencc_config", "overrides", "resolve"]
 
 
 class OptionsError(ValueError):
@@ -55,6 +61,14 @@ class Decoding(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    # Which runtime decodes: openai-whisper (the default) or faster-whisper (CTranslate2).
+    engine: Literal["openai-whisper", "faster-whisper"] = "openai-whisper"
+    # faster-whisper only: CTranslate2 compute type, memory preference, batched inference
+    # (BatchedInferencePipeline over the speech regions; 1 = one window after another, which
+    # keeps temperature fallback).
+    compute_type: Literal[COMPUTE_TYPES] = "auto"  # type: ignore[valid-type]
+    prefer_memory: bool = False
+    batch_size: int = Field(8, ge=1, le=64)
     # Chinese output script: simplified | traditional | original, or any OpenCC config name
     # (t2s, tw2sp, hk2s, s2twp, ...). Applied only when the language is Chinese.
     chinese_script: str = "simplified"

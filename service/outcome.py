@@ -29,6 +29,8 @@ HINTS = {
     "inbox again.",
     "too_long": "Split the recording into shorter parts, or raise transcribe.max_audio_seconds.",
     "link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
+    "gpu_library": "Install the libraries the message names, restart the service, then copy the "
+    "audio into the inbox again.",
     "bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it into "
     "the inbox again.",
 }

@@ -51,11 +51,14 @@ class Shadow:
 
 class Planner:
     def __init__(
-        self, pool: VramPool, clock: Clock, rtf: Callable[[str, str], float]
+        self, pool: VramPool, clock: Clock, rtf: Callable[[str, str], float],
+        kind: Callable[[Task], dict[str, str]] | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self._rtf = rtf
+        # a task's engine and precision, which its VRAM estimate depends on (engines.kind)
+        self._kind = kind or (lambda task: {})
 
     def runtime_s(self, task: Task, gpu_name: str) -> float:
         audio = task.audio_seconds or UNKNOWN_AUDIO_SECONDS
@@ -66,14 +69,14 @@ class Planner:
         if not ready:
             return None
         head = ready[0]
-        placed = self.pool.place(head.model)
+        placed = self.pool.place(head.model, **self._kind(head))
         if placed is not None:
             return Decision(head, *placed)
         now = self.clock.now()
         devices = {g.index: g for g in self.pool.backend.devices()}
         shadow = self.shadow(head, active, devices)
         for task in ready[1:]:
-            placed = self.pool.place(task.model)
+            placed = self.pool.place(task.model, **self._kind(task))
             if placed is None:
                 continue
             gpu, est = placed
@@ -82,7 +85,7 @@ class Planner:
             end = now + timedelta(seconds=self.runtime_s(task, devices[gpu].name))
             if end <= shadow.at or (est <= shadow.spare_mb and shadow.spare_slots > 0):
                 return Decision(task, gpu, est)
-            other = self.pool.place(task.model, exclude={shadow.gpu})
+            other = self.pool.place(task.model, exclude={shadow.gpu}, **self._kind(task))
             if other is not None:
                 return Decision(task, *other)
         return None
@@ -95,7 +98,7 @@ class Planner:
         cfg = self.pool.settings
         best: Shadow | None = None
         for gpu in devices.values():
-            est = self.pool.estimate_mb(gpu, head.model)
+            est = self.pool.estimate_mb(gpu, head.model, **self._kind(head))
             budget = self.pool.budget_mb(gpu)
             cap = gpu.total_mb * cfg.max_utilization
             mine = sorted((a for a in active if a.gpu == gpu.index), key=lambda a: a.expected_end)

@@ -59,30 +59,35 @@ class RamBudget:
     piece_minutes: float
     available_mb: Callable[[], int] = _available_mb
     rss_mb: Callable[[int], int | None] = _rss_mb
-    learned: dict[str, int] = field(default_factory=dict)  # model → largest measured peak
+    # (engine, model) → largest measured peak
+    learned: dict[tuple[str, str], int] = field(default_factory=dict)
     _waiting: set[int] = field(default_factory=set)
 
-    def estimate_mb(self, model: str) -> int:
-        return self.learned.get(model) or default_estimate_mb(model, self.piece_minutes)
+    def estimate_mb(self, model: str, engine: str = "openai-whisper") -> int:
+        return (self.learned.get((engine, model))
+                or default_estimate_mb(model, self.piece_minutes))
 
-    def learn(self, model: str, peak_mb: int | None) -> None:
+    def learn(self, model: str, peak_mb: int | None, engine: str = "openai-whisper") -> None:
         """A worker's measured peak RSS; the estimate follows the largest seen (a peak is a
-        property of the model and the piece size, not of the file's length)."""
+        property of the engine, the model and the piece size, not of the file's length)."""
         if peak_mb:
-            self.learned[model] = max(int(peak_mb), self.learned.get(model, 0))
+            key = (engine, model)
+            self.learned[key] = max(int(peak_mb), self.learned.get(key, 0))
 
-    def fits(self, task_id: int, model: str, running: Iterable[tuple[int | None, str]]) -> bool:
-        """May task `task_id` with `model` start beside the `running` (pid, model) workers?
+    def fits(self, task_id: int, model: str, running: Iterable[tuple[int | None, str, str]],
+             engine: str = "openai-whisper") -> bool:
+        """May task `task_id` (`model` on `engine`) start beside the `running` workers
+        (pid, model, engine)?
 
         With nothing running it always may: it would otherwise wait forever (a model larger
         than the machine's memory fails in its worker with a plain out-of-memory reason).
         """
         running = list(running)
-        need = self.estimate_mb(model)
+        need = self.estimate_mb(model, engine)
         free = self.available_mb() - self.reserve_mb
-        for pid, other in running:
+        for pid, other, other_engine in running:
             current = self.rss_mb(pid) if pid else None
-            free -= max(0, self.estimate_mb(other) - (current or 0))
+            free -= max(0, self.estimate_mb(other, other_engine) - (current or 0))
         ok = not running or free >= need
         if ok:
             self._waiting.discard(task_id)

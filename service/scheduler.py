@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path, PurePosixPath
 
-from . import minutes, options, outcome, outputs
+from . import engines, minutes, options, outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
@@ -86,6 +86,7 @@ class Warm:
     mb: int
     key: int  # its VRAM reservation's key (negative: not a task id)
     idle_since: float = field(default_factory=time.monotonic)
+    kind: dict = field(default_factory=dict)  # engine and precision of its loaded model
 
 
 class Dispatcher:
@@ -110,7 +111,7 @@ class Dispatcher:
         self._gpu_names: dict[int, str] = {}
         if pool is not None:
             rtf = calibration.rtf if calibration is not None else (lambda g, m: default_rtf(m))
-            self.planner = Planner(pool, clock, rtf)
+            self.planner = Planner(pool, clock, rtf, self._kind)
             self._gpu_names = {g.index: g.name for g in pool.backend.devices()}
         self.on_settled = on_settled
         self.worker_id = worker_id or node_id()
@@ -192,7 +193,8 @@ class Dispatcher:
             return
         ready = self.queue.ready(limit=50)
         for warm in list(self._warm):
-            task = next((t for t in ready if t.model == warm.model), None)
+            task = next((t for t in ready if t.model == warm.model
+                         and self._kind(t) == warm.kind), None)
             if task is None or not warm.proc.process.is_alive():
                 continue
             device = "cpu" if warm.gpu is None else f"cuda:{warm.gpu}"
@@ -230,8 +232,9 @@ class Dispatcher:
                 return
 
     def _ram_allows(self, task: Task) -> bool:
-        return self.ram.fits(task.id, task.model,
-                             [(r.proc.process.pid, r.task.model) for r in self.running.values()])
+        running = [(r.proc.process.pid, r.task.model, self._kind(r.task)["engine"])
+                   for r in self.running.values()]
+        return self.ram.fits(task.id, task.model, running, self._kind(task)["engine"])
 
     def _actives(self) -> list[Active]:
         now = self.clock.now()
@@ -407,7 +410,8 @@ class Dispatcher:
         if self.pool is not None and run.gpu is not None:
             self.pool.reserve(key, run.gpu, run.estimate_mb)
             self.pool.materialise(key)
-        self._warm.append(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key))
+        self._warm.append(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key,
+                               kind=self._kind(run.task)))
 
     def _reap_exited(self) -> None:
         """Release VRAM of workers that have really exited; retire idle warm workers."""
@@ -464,22 +468,29 @@ class Dispatcher:
             err_kind, message, retryable, resource = args
             run.done = True
             if resource and self.calibration is not None and run.gpu is not None:
-                new = self.calibration.out_of_memory(self._gpu_names[run.gpu], run.task.model)
+                new = self.calibration.out_of_memory(self._gpu_names[run.gpu], run.task.model,
+                                                     **self._kind(run.task))
                 log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
                             tid, run.task.model, new)
             self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
 
     def _learn(self, run: Running, info: dict) -> None:
         """Feed the measured RAM and VRAM peaks and the speed back into the estimates."""
-        self.ram.learn(run.task.model, info.get("rss_peak_mb"))
+        kind = self._kind(run.task)
+        engine = info.get("engine") or kind["engine"]
+        self.ram.learn(run.task.model, info.get("rss_peak_mb"), engine)
         if self.calibration is None or run.gpu is None:
             return
         audio = info.get("audio_seconds") or 0
         rtf = info["transcribe_seconds"] / audio if audio else None
         self.calibration.record(
-            self._gpu_names[run.gpu], run.task.model, "fp16",
-            peak_mb=info.get("vram_peak_mb"), rtf=rtf,
+            self._gpu_names[run.gpu], run.task.model, info.get("precision") or kind["precision"],
+            peak_mb=info.get("vram_peak_mb"), rtf=rtf, engine=engine,
         )
+
+    def _kind(self, task: Task) -> dict[str, str]:
+        """The task's engine and precision (its VRAM estimate and calibration row)."""
+        return engines.kind(self.settings.transcribe, task.options or {})
 
     def _failed(
         self, task_id: int, kind: str, message: str, *, retryable: bool, resource: bool = False

@@ -168,7 +168,9 @@ def render_text(data: dict, lang: str) -> str:
     for e in data["vram_estimates"]:
         measured = (t("status.measured", lang, mean=e["measured_mean_mb"], n=e["samples"])
                     if e["samples"] else t("status.not_measured", lang))
-        out.append(t("status.estimate", lang, model=e["model"], gpu=e["gpu"],
+        model = e["model"] if e.get("engine", "openai-whisper") == "openai-whisper" else (
+            f"{e['model']} ({e['engine']}, {e['precision']})")
+        out.append(t("status.estimate", lang, model=model, gpu=e["gpu"],
                      estimate=e["estimate_mb"], default=e["default_mb"], measured=measured))
     for r in data["running"]:
         line = t("status.running_task", lang, id=r["id"], state=state_name(r["status"], lang),

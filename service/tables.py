@@ -123,13 +123,14 @@ class TaskEvent(Base):
 
 
 class ModelMemory(Base):
-    """VRAM calibration per (GPU name, model, precision) from measured peaks."""
+    """VRAM calibration per (GPU name, model, precision, engine) from measured peaks."""
 
     __tablename__ = "model_memory"
 
     gpu_name: Mapped[str] = mapped_column(String(200), primary_key=True)
     model: Mapped[str] = mapped_column(String(100), primary_key=True)
-    precision: Mapped[str] = mapped_column(String(20), primary_key=True)
+    precision: Mapped[str] = mapped_column(String(20), primary_key=True)  # fp16, int8_float16 …
+    engine: Mapped[str] = mapped_column(String(40), primary_key=True, default="openai-whisper")
     samples: Mapped[list] = mapped_column(JSON, default=list)  # last N peaks in MiB
     mean_mb: Mapped[float] = mapped_column(Float, default=0.0)
     variance: Mapped[float] = mapped_column(Float, default=0.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 
-__all__ = ["Region", "VadOptions", "speech_regions", "total_speech"]
+__all__ = ["Region", "VadOptions", "speech_regions", "total_speech", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,11 @@ def speech_regions(samples: np.ndarray, options: VadOptions) -> list[Region]:
     decoding anything).
     """
     import torch
-    from silero_vad import get_speech_timestamps, load_silero_vad
+    from silero_vad import get_speech_timestamps
 
     if len(samples) == 0:
         return []
-    model = load_silero_vad()
+    model = _model()  # get_speech_timestamps resets its state first: one model per process
     stamps = get_speech_timestamps(
         torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), model,
         threshold=options.threshold, sampling_rate=SAMPLE_RATE,
@@ -72,6 +73,20 @@ def speech_regions(samples: np.ndarray, options: VadOptions) -> list[Region]:
     log.info("speech: %d region(s), %.1f of %.1f s", len(regions), total_speech(regions),
              duration)
     return [Region(round(r.start, 3), round(r.end, 3)) for r in regions]
+
+
+@lru_cache(maxsize=1)
+def _model():  # noqa: ANN202 - silero's TorchScript module
+    from silero_vad import load_silero_vad
+
+    return load_silero_vad()
+
+
+def warm_up() -> None:
+    """Load the model and run it once, in a worker before it has a job: the first call costs
+    ~4 s on 2 CPU cores (TorchScript loading and optimising), which a pre-started worker hides
+    (bench/engines.py measured it on every run's first file)."""
+    speech_regions(np.zeros(SAMPLE_RATE, dtype=np.float32), VadOptions())
 
 
 def total_speech(regions: list[Region]) -> float:

@@ -28,8 +28,9 @@ class Reservation:
     materialised: bool = False  # the worker has loaded: its memory is inside NVML's "used"
 
 
-def default_estimate(model: str, confidence_factor: float) -> int:
-    return int(catalog.default_vram_mb(model) * confidence_factor)
+def default_estimate(model: str, confidence_factor: float, precision: str = "fp16",
+                     engine: str = "openai-whisper") -> int:
+    return int(catalog.default_vram_mb(model, engine, precision) * confidence_factor)
 
 
 class VramPool:
@@ -37,12 +38,14 @@ class VramPool:
         self,
         backend: GpuBackend,
         settings: GpuSettings,
-        estimate: Callable[[str, str], int] | None = None,
+        estimate: Callable[..., int] | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
+        # (gpu name, model, precision=…, engine=…) → MiB; Calibration.estimate_mb has this shape
         self._estimate = estimate or (
-            lambda gpu_name, model: default_estimate(model, settings.confidence_factor)
+            lambda gpu_name, model, **kind: default_estimate(
+                model, settings.confidence_factor, **kind)
         )
         self._lock = threading.Lock()
         self._res: dict[int, Reservation] = {}
@@ -50,17 +53,19 @@ class VramPool:
     def budget_mb(self, gpu: GpuInfo) -> int:
         return int(gpu.total_mb * self.settings.max_utilization) - self.settings.reserved_mb
 
-    def estimate_mb(self, gpu: GpuInfo, model: str) -> int:
-        return self._estimate(gpu.name, model)
+    def estimate_mb(self, gpu: GpuInfo, model: str, **kind: str) -> int:
+        """`kind`: precision and engine (engines.kind), when not openai-whisper fp16."""
+        return self._estimate(gpu.name, model, **kind)
 
-    def place(self, model: str, exclude: Collection[int] = ()) -> tuple[int, int] | None:
+    def place(self, model: str, exclude: Collection[int] = (),
+              **kind: str) -> tuple[int, int] | None:
         """(gpu index, estimate MiB) of the least-loaded card where `model` fits now, or None."""
         best: tuple[float, int, int] | None = None
         with self._lock:
             for gpu in self.backend.devices():
                 if gpu.index in exclude:
                     continue
-                est = self.estimate_mb(gpu, model)
+                est = self.estimate_mb(gpu, model, **kind)
                 mine = [r for r in self._res.values() if r.gpu == gpu.index]
                 if len(mine) >= self.settings.max_tasks_per_gpu:
                     continue

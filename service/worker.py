@@ -25,8 +25,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,8 @@ def exit_with_parent() -> None:
 
 def _is_oom(err: BaseException) -> bool:
     text = f"{type(err).__name__}: {err}"
-    return "OutOfMemoryError" in text or "out of memory" in text or "cudaErrorInvalidDevice" in text
+    return ("OutOfMemoryError" in text or "out of memory" in text
+            or "cudaErrorInvalidDevice" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text)
 
 
 def main(conn: Connection) -> None:
@@ -87,8 +92,9 @@ def main(conn: Connection) -> None:
     import torch  # noqa: F401
     import whisper  # noqa: F401
 
-    from . import audio, engine, outputs  # noqa: F401
+    from . import audio, engine, outputs, vad  # noqa: F401
 
+    vad.warm_up()  # its first run is slow: before the job, where a pre-started worker hides it
     conn.send(("ready",))
     loaded: tuple[str, object] | None = None  # (model name, model) kept while warm
     try:
@@ -117,13 +123,14 @@ def main(conn: Connection) -> None:
 
 # Imported once by the forkserver (POSIX): each worker then starts in milliseconds with
 # torch/whisper already loaded. Importing torch does not initialise CUDA, so forking is safe.
-PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "service.audio", "service.engine",
-           "service.outputs", "service.postprocess", "service.worker"]
+PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "faster_whisper", "service.audio",
+           "service.engine", "service.fasterwhisper", "service.outputs", "service.postprocess",
+           "service.worker"]
 
 
 def classify(err: BaseException) -> tuple[str, str, bool, bool]:
     """(kind, plain message, retryable, resource) for an exception raised while running a job."""
-    from . import audio, engine, fsops
+    from . import audio, engine, fasterwhisper, fsops, i18n
 
     if isinstance(err, (fsops.NotRegularFileError, fsops.UnsafePathError)):
         return "unsafe_path", f"Refused: {err}", False, False
@@ -133,6 +140,8 @@ def classify(err: BaseException) -> tuple[str, str, bool, bool]:
         return "not_audio", str(err), False, False
     if isinstance(err, engine.EngineStuck):  # the seed is fixed: a retry would stall again
         return "engine_stuck", str(err), False, False
+    if fasterwhisper.is_missing_cuda_library(err):  # a retry would fail the same way
+        return "gpu_library", i18n.t("engine.cuda_library", "en", error=err), False, False
     if _is_oom(err):
         msg = "The GPU ran out of memory; the task will wait and retry."
         return "out_of_memory", msg, True, True
@@ -148,16 +157,23 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
     import torch
 
-    from . import audio, engine, fsops, outputs, speakers
+    from . import audio, engine, engines, fsops, options, outputs, speakers
 
     if job.threads > 0:
         torch.set_num_threads(job.threads)
     device = engine.pick_device() if job.gpu is not None else "cpu"
+    opts = options.Decoding.model_validate(job.decoding)
+    runtime = engines.get(opts.engine)
+    key = f"{opts.engine}:{job.model}:{opts.compute_type}:{opts.prefer_memory}"
+    measure = device.startswith("cuda") and runtime.name != engines.OPENAI
+    sampler = _vram_sampler(job) if measure else None  # from before loading
     t0 = time.perf_counter()
-    if loaded is not None and loaded[0] == job.model:
+    if loaded is not None and loaded[0] == key:
         model = loaded[1]
     else:
-        model = engine.load_model(job.model, Path(job.models_dir), device, job.allow_download)
+        loaded = None  # a warm worker's other model goes before the next one loads
+        model = runtime.load(job.model, Path(job.models_dir), device, job.allow_download, opts,
+                             job.threads)
     load_seconds = time.perf_counter() - t0
     conn.send(("loaded", load_seconds))
 
@@ -180,7 +196,8 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
 
     t1 = time.perf_counter()
     # decoded a piece at a time while transcribing: memory does not grow with the duration
-    result, meta = transcribe(job, model, audio.stream(Path(job.source_path)), device, progress)
+    result, meta = transcribe(job, model, audio.stream(Path(job.source_path)), device, progress,
+                              runtime)
     transcribe_seconds = time.perf_counter() - t1
     if before is not None:
         after = fsops.check_source(job.inbox, job.source_path)
@@ -192,19 +209,26 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         "model": job.model,
         "source": job.source_name,
         "device": device,
+        "engine": runtime.name,
+        "compute_type": runtime.compute_type(model),
         "audio_seconds": round(audio_seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "transcribe_seconds": round(transcribe_seconds, 3),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": None,  # below, once everything that holds memory has run
         **meta,
     }
     # Speaker labels: after the shared post-processing, on the CPU, inside the time limit.
     diarize_seconds = speakers.apply(result, lambda: audio.stream(Path(job.source_path)),
                                      job.decoding, meta, job.ui_language)
+    meta["peak_rss_mb"] = peak_rss_mb()
     if job.outbox:  # the output folder may have been replaced by a link since the start
         fsops.ensure_inside(job.outbox, job.out_dir)
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
-    peak = _peak_vram_mb(torch) if device.startswith("cuda") else None
+    peak = None
+    if sampler is not None:  # CTranslate2 allocates outside torch: NVML's figure for it
+        peak = sampler.stop()
+    elif device.startswith("cuda") and not measure:
+        peak = _peak_vram_mb(torch)
     conn.send(
         (
             "done",
@@ -217,35 +241,38 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
                 "detected_language": result.get("language"),
                 "vram_peak_mb": peak,
                 "rss_peak_mb": meta["peak_rss_mb"],
+                "engine": runtime.name,
+                "precision": engines.precision(opts, device.startswith("cuda")),
                 "sha256": digest.result(),
             },
         )
     )
-    return job.model, model
+    return key, model
 
 
 def transcribe(job: Job, model: object, audio: np.ndarray | Iterable[np.ndarray], device: str,
-               progress: Callable[[float], None] | None) -> tuple[dict, dict]:
+               progress: Callable[[float], None] | None,
+               runtime: Engine | None = None) -> tuple[dict, dict]:
     """Per piece: speech regions → (language, once) → prompt → decode the speech → stitch;
     then post-process the whole transcript once.
 
-    `audio` is 16 kHz mono float32: one array, or the blocks of ``audio.stream``. Returns the
-    result to write and what the json output should say about how it was made (with
-    `audio_seconds`, the decoded duration).
+    `audio` is 16 kHz mono float32: one array, or the blocks of ``audio.stream``. `runtime` is
+    the engines.Engine that loaded `model` (default: the job's engine). Returns the result to
+    write and what the json output should say about how it was made (with `audio_seconds`,
+    the decoded duration).
     """
-    import torch
+    from . import engine, engines, options, pieces, postprocess, prompting, vad
 
-    from . import engine, options, pieces, postprocess, prompting, vad
-
-    # Temperature fallback samples at random: a fixed seed gives the same file the same
-    # transcript on every attempt and every machine with the same weights.
-    torch.manual_seed(0)
     opts = options.Decoding.model_validate(job.decoding)
+    runtime = runtime or engines.get(opts.engine)
+    # Temperature fallback samples at random: a fixed seed, once per file, gives the same file
+    # the same transcript on every attempt and every machine with the same weights.
+    runtime.seed()
     vad_options = vad.VadOptions(opts.vad_threshold, opts.vad_min_silence_ms,
                                  opts.vad_speech_pad_ms, opts.vad_min_speech_ms)
     blocks = [audio] if isinstance(audio, np.ndarray) else audio
     language, prompt, warnings = job.language, None, []
-    multilingual = bool(getattr(model, "is_multilingual", True))
+    multilingual = runtime.multilingual(model)
     decided = False  # language and prompt are fixed by the first piece with speech
     segments: list[dict] = []
     regions: list = []
@@ -261,8 +288,8 @@ def transcribe(job: Job, model: object, audio: np.ndarray | Iterable[np.ndarray]
         if not decided:
             decided = True
             if language is None:
-                language, probability = engine.detect_language(model, piece.samples, speech,
-                                                               opts.languages)
+                language, probability = runtime.detect_language(model, piece.samples, speech,
+                                                                opts.languages)
                 log.info("task %s: language %s (p=%.2f)", job.task_id, language, probability)
             if (warning := engine.language_warning(job.model, multilingual, language)):
                 log.warning("task %s: %s", job.task_id, warning)
@@ -271,12 +298,9 @@ def transcribe(job: Job, model: object, audio: np.ndarray | Iterable[np.ndarray]
             # Translating writes English: a Chinese default prompt would pull it back.
             prompt = prompting.build_prompt(language if job.task == "transcribe" else None,
                                             opts.initial_prompt, opts.glossary)
-        clips = "0" if not speech else [t for pair in speech for t in pair]
-        part = engine.transcribe(
-            model, piece.samples, language=language, task=job.task, initial_prompt=prompt,
-            fp16=device.startswith("cuda"), progress=_within(progress, piece, job.audio_seconds),
-            clip_timestamps=clips, carry_initial_prompt=prompt is not None,
-            **opts.whisper_options())
+        part = runtime.transcribe(model, piece.samples, language=language, task=job.task,
+                                  prompt=prompt, speech=speech, opts=opts,
+                                  progress=_within(progress, piece, job.audio_seconds))
         segments += pieces.shift_segments(part["segments"], piece.offset)
         language = language or part.get("language")
     if progress is not None:
@@ -353,6 +377,18 @@ class _Sha256:
     def result(self) -> str | None:
         self._thread.join()
         return self._hex
+
+
+def _vram_sampler(job: Job) -> object:
+    """Samples this process's memory on its card from before loading (gpu.PeakSampler)."""
+    from . import gpu
+
+    try:
+        backend = gpu.NvmlBackend([job.gpu])
+    except Exception as err:  # noqa: BLE001 - no NVML: no measurement, the task still runs
+        log.warning("cannot measure VRAM (NVML: %s)", err)
+        return None
+    return gpu.PeakSampler(backend, job.gpu, os.getpid()).start()
 
 
 DEFAULT_CONTEXT_MB = 500  # CUDA context + cuBLAS workspace when the driver won't tell (WDDM)

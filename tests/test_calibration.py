@@ -63,3 +63,35 @@ def test_nodes_recording_at_once_keep_every_sample(db_url: str, clock) -> None: 
     cal = Calibration(db.make_engine(db_url), clock, window=1000)
     [row] = cal.table()
     assert row["samples"] == 4 * 15
+
+
+def test_each_engine_and_compute_type_learns_apart(db_url: str, clock) -> None:
+    """faster-whisper starts from the published ratios and learns in its own rows; the pool
+    places a task with its own engine's estimate."""
+    from service.config import GpuSettings
+    from service.gpu import SimulatedBackend
+    from service.vram import VramPool
+
+    cal = make(db_url, clock)
+    fw = dict(engine="faster-whisper")
+    def published(mb: int) -> int:  # openai's table value × (faster / openai) × confidence
+        return int(int(10240 * mb / 4708) * 1.2)
+
+    assert cal.estimate_mb("H100", "large-v2", "float16", **fw) == published(4525)
+    assert cal.estimate_mb("H100", "large-v2", "int8_float16", **fw) == published(2926)
+    assert cal.estimate_mb("H100", "large-v2", "float16-batch8", **fw) == published(6090)
+    assert cal.estimate_mb("H100", "large-v2", "int8_float16-batch8", **fw) == published(4500)
+    for _ in range(10):
+        cal.record("H100", "large-v2", "int8_float16", peak_mb=2000, **fw)
+    assert cal.estimate_mb("H100", "large-v2", "int8_float16", **fw) == 2000
+    assert cal.estimate_mb("H100", "large-v2") == int(10240 * 1.2)  # openai-whisper unchanged
+    cal.out_of_memory("H100", "large-v2", "int8_float16", **fw)
+    assert cal.estimate_mb("H100", "large-v2", "int8_float16", **fw) == 2500
+    rows = {(r["engine"], r["precision"]): r for r in make(db_url, clock).table()}
+    assert rows[("faster-whisper", "int8_float16")]["samples"] == 10
+    pool = VramPool(SimulatedBackend([81_559], "H100"), GpuSettings(), cal.estimate_mb)
+    name = pool.backend.devices()[0].name
+    for _ in range(10):
+        cal.record(name, "large-v2", "int8_float16", peak_mb=2000, **fw)
+    assert pool.place("large-v2", engine="faster-whisper", precision="int8_float16") == (0, 2000)
+    assert pool.place("large-v2") == (0, int(10240 * 1.2))

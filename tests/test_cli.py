@@ -170,3 +170,14 @@ def test_app_py_imports_nothing_when_a_worker_reruns_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_models_list_shows_the_engines_that_run_each_model(tmp_path: Path,
+                                                           engine_models_dir: Path) -> None:
+    settings = write_settings(tmp_path / "站点", {"models": {"dir": str(engine_models_dir)}})
+    out = app(settings, "models", "list")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    for name in ("tiny.en", "base"):  # NAME.pt and the CTranslate2 folder NAME/
+        assert "openai-whisper, faster-whisper" in rows[name], out.stdout
+    assert "n_audio_state" in rows["base"]  # the checkpoint's dims, as before

@@ -149,3 +149,27 @@ def test_speakers_and_minutes_columns_reach_the_history_view(tmp_path: Path) -> 
         assert conn.execute(text("SELECT count(*) FROM task_history")).scalar() == 1
     db.migrate(url)
     engine.dispose()
+
+
+def test_migration_0003_keys_calibration_by_engine(tmp_path: Path) -> None:
+    """Rows measured before the second engine existed are openai-whisper's; a downgrade keeps
+    them and drops faster-whisper's."""
+    url = f"sqlite:///{(tmp_path / 'm.db').as_posix()}"
+    db.migrate(url, "0001")
+    engine = db.make_engine(url)
+    row = "'H100', 'small', 'fp16', '[1000.0]', 1000, 0, 1000, 0, 0.05, NULL"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO model_memory VALUES ({row})"))
+    db.migrate(url)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT engine, mean_mb FROM model_memory")).all() == [
+            ("openai-whisper", 1000.0)]
+        conn.execute(text(
+            "INSERT INTO model_memory (gpu_name, model, precision, engine, samples, mean_mb, "
+            "variance, floor_mb) VALUES ('H100', 'small', 'fp16', 'faster-whisper', '[]', 0, 0, "
+            "0)"))
+    db.downgrade(url, "0001")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT model, mean_mb FROM model_memory")).all() == [
+            ("small", 1000.0)]
+    engine.dispose()

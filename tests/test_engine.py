@@ -254,12 +254,15 @@ def test_cuda_load_is_fp16_and_transcribes(
 
 
 def test_importing_service_modules_does_not_import_torch() -> None:
-    """The parent imports engine/model_import for CLI commands; it must stay CUDA-free."""
-    code = ("import sys, service.engine, service.model_import; "
-            "print('torch' in sys.modules, 'whisper' in sys.modules)")
+    """The parent imports engine/model_import for CLI commands and engines/fasterwhisper for
+    planning; it must stay CUDA-free (neither torch nor CTranslate2)."""
+    code = ("import sys, service.engine, service.engines, service.fasterwhisper, "
+            "service.model_import, service.scheduler; "
+            "print(*(m in sys.modules for m in ('torch', 'whisper', 'ctranslate2', "
+            "'faster_whisper')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True, timeout=60)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False"] * 4
 
 
 def test_clips_are_kept_inside_the_audio_frames() -> None:

@@ -145,3 +145,21 @@ def test_speakers_off_auto_or_a_number_in_settings_and_sidecars(tmp_path: Path) 
     path.write_text("transcribe:\n  speakers: 50\n", encoding="utf-8")
     with pytest.raises(SettingsError, match="transcribe.speakers"):
         load_settings(path)
+
+
+def test_engine_choice_in_settings_and_sidecars(tmp_path: Path) -> None:
+    """transcribe.engine (and compute_type, prefer_memory, batch_size) in settings.yaml; a
+    sidecar's `engine` overrides it for one file; a wrong value names the key."""
+    s = load_settings(write_settings(tmp_path / "a", {"transcribe": {
+        "engine": "faster-whisper", "compute_type": "int8_float16", "batch_size": 4}}))
+    assert s.transcribe.engine == "faster-whisper" and s.transcribe.batch_size == 4
+    assert options.resolve(s.transcribe, {"engine": "openai-whisper"}).engine == "openai-whisper"
+    assert options.Decoding().engine == "openai-whisper"  # the design's default engine
+    assert sidecar(tmp_path, {"engine": "faster-whisper"}).decoding == {
+        "engine": "faster-whisper"}
+    with pytest.raises(SettingsError, match="transcribe.engine"):
+        load_settings(write_settings(tmp_path / "b", {"transcribe": {"engine": "whisper.cpp"}}))
+    with pytest.raises(SidecarError, match="compute_type"):
+        sidecar(tmp_path, {"compute_type": "int4"})
+    with pytest.raises(SidecarError, match="batch_size"):
+        sidecar(tmp_path, {"batch_size": 0})

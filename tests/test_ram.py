@@ -29,21 +29,26 @@ def test_a_measured_peak_replaces_the_table_and_only_grows() -> None:
     budget.learn("base", None)
     assert budget.estimate_mb("base") == 700
     assert budget.estimate_mb("tiny") == ram.default_estimate_mb("tiny", 10)
+    # another engine's workers are measured apart (CTranslate2 int8 holds far less)
+    assert budget.estimate_mb("base", "faster-whisper") == ram.default_estimate_mb("base", 10)
+    budget.learn("base", 400, "faster-whisper")
+    assert budget.estimate_mb("base", "faster-whisper") == 400
+    assert budget.estimate_mb("base") == 700
 
 
 def test_memory_running_workers_will_still_take_counts_as_taken() -> None:
     budget = _budget(free=3000, rss={11: 200})
     budget.learn("base", 1500)
     # free beyond the reserve: 2000; the running worker (pid 11) will take 1300 more
-    assert not budget.fits(2, "base", [(11, "base")])
+    assert not budget.fits(2, "base", [(11, "base", "openai-whisper")])
     budget.rss_mb = lambda pid: 1500  # it has reached its peak: what is free is really free
-    assert budget.fits(2, "base", [(11, "base")])
+    assert budget.fits(2, "base", [(11, "base", "openai-whisper")])
 
 
 def test_with_nothing_running_a_task_always_starts(caplog) -> None:
     budget = _budget(free=100)
     assert budget.fits(1, "large-v3", [])
     with caplog.at_level(logging.INFO, logger="service.ram"):
-        assert not budget.fits(2, "large-v3", [(None, "tiny")])
-        assert not budget.fits(2, "large-v3", [(None, "tiny")])
+        assert not budget.fits(2, "large-v3", [(None, "tiny", "openai-whisper")])
+        assert not budget.fits(2, "large-v3", [(None, "tiny", "openai-whisper")])
     assert caplog.text.count("task 2 waits for memory") == 1  # said once, not every tick

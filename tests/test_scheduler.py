@@ -275,7 +275,7 @@ def test_a_task_waits_until_the_ram_it_needs_is_free(harness_factory) -> None:
     h.run_until_idle(240, lambda: at_once.append(len(h.dispatcher.running)))
     assert [r.status for r in h.queue.list()] == ["completed", "completed"]
     assert max(at_once) == 1
-    assert 100 < h.dispatcher.ram.learned["tiny.en"] < need  # measured: below the table
+    assert 100 < h.dispatcher.ram.learned[("openai-whisper", "tiny.en")] < need  # below the table
 
 
 def test_with_ram_for_both_two_cpu_tasks_run_at_once(harness_factory) -> None:
