@@ -146,7 +146,7 @@ def test_a_killed_worker_is_noticed_and_the_task_retried(harness_factory) -> Non
     assert row.error_kind == "worker_crashed" and "exit code -9" in row.error_message
     h.run_until_idle(180)
     row = h.queue.get(1)
-    assert row.status == "completed" and row.attempts == 1
+    assert row.status == "completed" and row.attempts == 1 and row.crash_retries == 0
 
 
 def test_warm_worker_takes_the_next_file_of_its_model_then_leaves(harness_factory) -> None:
