@@ -9,6 +9,14 @@ user (or an attacker with write access to the inbox or outbox) controls, goes th
 * Files a user controls are opened without following links and must be regular files, so a
   symlink to a private file or a FIFO can neither leak data nor block a thread.
 * Names are kept under NAME_MAX (255 bytes) when we add to them (`` (2)``, ``.error.txt``).
+* Names we give (transcripts, reports) follow Windows' rules on every platform — no device
+  names (CON, NUL, COM1 …), no ``<>:"|?*`` or control characters, no trailing dot or space —
+  so an outbox on a share written from Linux stays readable from Windows; and a name is free
+  only when no name differing just in letter case is taken (NTFS and macOS ignore case).
+* One free-name allocator (`` (2)``, `` (3)`` …) and one atomic write (temp file beside the
+  target, fsynced, renamed) serve every module.
+* Windows' 260-character path limit is a clear error naming the registry switch, not a
+  cryptic failure half-way.
 * A move never overwrites, and a copy across disks never leaves a truncated file under the
   final name.
 """
@@ -16,6 +24,7 @@ user (or an attacker with write access to the inbox or outbox) controls, goes th
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -23,7 +32,9 @@ import secrets
 import shutil
 import stat
 import unicodedata
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +43,19 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+WINDOWS_MAX_PATH = 260  # MAX_PATH, counting the terminating NUL: 259 characters fit
+# Device names Windows reserves in every folder, with any extension ("nul.txt", "COM1.mp3").
+_WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)$",
+                              re.IGNORECASE)
+_WINDOWS_BAD = re.compile(r'[<>:"|?*\\/\x00-\x1f\x7f]')
 
 
 class UnsafePathError(ValueError):
     """A relative path or name would place output outside its folder."""
+
+
+class PathTooLongError(UnsafePathError):
+    """A path Windows cannot use without long paths switched on."""
 
 
 class NotRegularFileError(OSError):
@@ -105,6 +125,63 @@ def storable(text: str) -> bool:
     return True
 
 
+# --- Windows naming rules (checked on every platform) ----------------------------------------
+
+
+def windows_name_problem(part: str) -> bool:
+    """True when Windows refuses (or silently changes) this one path part: a device name with
+    any extension, a character NTFS forbids, a control character, a trailing dot or space."""
+    base = part.split(".", 1)[0].rstrip(" ")
+    return bool(_WINDOWS_DEVICES.match(base) or _WINDOWS_BAD.search(part)
+                or part.endswith((".", " ")))
+
+
+def windows_safe_name(part: str) -> str:
+    """``part`` changed as little as possible to pass :func:`windows_name_problem`: forbidden
+    characters become ``_``, trailing dots and spaces go, a device name gets ``_`` appended
+    (``CON`` → ``CON_``, ``nul.tar`` → ``nul_.tar``). Chinese and other text is unchanged."""
+    out = _WINDOWS_BAD.sub("_", part).rstrip(" .") or "_"
+    base = out.split(".", 1)[0].rstrip(" ")
+    if _WINDOWS_DEVICES.match(base):
+        out = base + "_" + out[len(base):]
+    return out
+
+
+def _windows_long_paths_enabled() -> bool:
+    """HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem LongPathsEnabled = 1?"""
+    try:
+        import winreg
+    except ImportError:
+        return False
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE,
+                            r"SYSTEM\CurrentControlSet\Control\FileSystem") as key:
+            return winreg.QueryValueEx(key, "LongPathsEnabled")[0] == 1
+    except OSError:
+        return False
+
+
+def check_path_length(
+    path: Path | str,
+    *,
+    windows: bool | None = None,
+    long_paths_enabled: Callable[[], bool] = _windows_long_paths_enabled,
+) -> None:
+    """Raise PathTooLongError for a path Windows would refuse (≥ 260 characters without the
+    LongPathsEnabled switch), naming the limit and the switch. Elsewhere a no-op; `windows`
+    and `long_paths_enabled` are injectable so the rule is tested on every platform."""
+    windows = os.name == "nt" if windows is None else windows
+    full = os.path.abspath(path) if not windows else str(PureWindowsPath(path))
+    if not windows or len(full) < WINDOWS_MAX_PATH or long_paths_enabled():
+        return
+    raise PathTooLongError(
+        f"the path is {len(full)} characters long and Windows allows {WINDOWS_MAX_PATH - 1} "
+        "(shorten the folder or file name, or turn on long paths: registry "
+        "HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem, LongPathsEnabled = 1, "
+        f"then restart): {full}"
+    )
+
+
 # --- folders -------------------------------------------------------------------------------------
 
 
@@ -144,8 +221,11 @@ def safe_join(root: Path, rel: PurePosixPath | str) -> Path:
 
 def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
     """``outbox/<folder of the source relative to the inbox>``: ``team/会议 记录 1.mp3`` →
-    ``outbox/team``, with every check of :func:`safe_join`."""
-    return safe_join(outbox, rel_source).parent
+    ``outbox/team``, with every check of :func:`safe_join`; each folder name made safe for
+    Windows readers (``aux/`` → ``aux_/``, ``notes./`` → ``notes/``) on every platform."""
+    parts = split_relative(rel_source)
+    safe = [windows_safe_name(p) for p in parts[:-1]]
+    return safe_join(outbox, PurePosixPath(*safe, parts[-1])).parent
 
 
 # --- link-safe opens ------------------------------------------------------------------------------
@@ -203,19 +283,122 @@ def check_source(root: Path | str, path: Path | str) -> os.stat_result:
 # --- no-overwrite moves -------------------------------------------------------------------
 
 
+def _names_in(folder: Path) -> set[str]:
+    """Every name in ``folder``, case-folded (links and folders too); empty if it is missing."""
+    try:
+        return {name.casefold() for name in os.listdir(folder)}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def free_stem(
+    folder: Path, stem: str, suffixes: Iterable[str], taken: Collection[str] = ()
+) -> str:
+    """The one free-name allocator: ``stem``, else ``stem (2)``, ``stem (3)`` … — the first for
+    which no ``<candidate><suffix>`` exists in ``folder`` and which is not in ``taken`` (names
+    given but not written yet), comparing case-insensitively (``Talk`` and ``talk`` are one
+    name on NTFS and macOS, and on a share Windows reads)."""
+    existing = _names_in(Path(folder))
+    given = {t.casefold() for t in taken}
+    ends = [sfx.casefold() for sfx in suffixes] or [""]
+    for n in range(1, 10_000):
+        candidate = stem if n == 1 else f"{stem} ({n})"
+        folded = candidate.casefold()
+        if folded not in given and not any(folded + end in existing for end in ends):
+            return candidate
+    raise FileExistsError(f"no free name for {stem!r} in {folder}")
+
+
 def free_name(target: Path) -> Path:
     """``target``, or ``stem (2).ext``, ``stem (3).ext`` … — the first name not taken (no link,
-    file or folder of that name, even a dangling link); a numbered name is kept under NAME_MAX
-    by shortening the stem."""
-    if not os.path.lexists(target):
-        return target
+    file or folder of that name in any letter case, even a dangling link); a numbered name is
+    kept under NAME_MAX by shortening the stem."""
+    target = Path(target)
     suffix = target.suffix
+    if not os.path.lexists(target) and target.name.casefold() not in _names_in(target.parent):
+        return target
     stem = fit_name(target.stem, len(suffix.encode("utf-8", "surrogateescape")) + 7)
-    for n in range(2, 10_000):
-        candidate = target.with_name(f"{stem} ({n}){suffix}")
-        if not os.path.lexists(candidate):
-            return candidate
-    raise FileExistsError(f"no free name for {target}")
+    return target.with_name(free_stem(target.parent, stem, [suffix], taken={stem}) + suffix)
+
+
+# --- atomic writes ------------------------------------------------------------------------
+
+
+TEMP_TAIL = len("0123456789ab.tmp")  # what follows a temp prefix: 12 random hex digits, ".tmp"
+
+
+def temp_prefix(final_name: str) -> str:
+    """``.<final name>.``, or ``.<hash of it>.`` where the whole temp name would be too long."""
+    prefix = f".{final_name}."
+    if len(prefix.encode("utf-8", "surrogateescape")) + TEMP_TAIL > 240:
+        digest = hashlib.sha1(final_name.encode("utf-8", "surrogateescape")).hexdigest()
+        prefix = f".{digest[:16]}."
+    return prefix
+
+
+def temp_beside(target: Path) -> Path:
+    """A new hidden temp name in ``target``'s folder (the watcher ignores ``.*`` and ``*.tmp``;
+    outputs.is_temp_name knows the pattern): ``.<name>.<12 hex>.tmp``."""
+    target = Path(target)
+    return target.with_name(f"{temp_prefix(target.name)}{secrets.token_hex(6)}.tmp")
+
+
+def write_temp(target: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Create a temp file beside ``target``, let ``write`` fill it, fsync; the caller renames
+    it (alone: :func:`atomic_write`; as one set: outputs._commit)."""
+    tmp = temp_beside(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o644)
+    try:
+        with open(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return tmp
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames durable (POSIX); Windows has no directory handles to fsync."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(target: Path, data: bytes | Callable[[IO[bytes]], None]) -> Path:
+    """Replace ``target`` with new content so a reader sees the old file or the new one, never
+    half of one (status file, model checkpoints, single reports)."""
+    target = Path(target)
+    write = data if callable(data) else (lambda fh: fh.write(data))
+    tmp = write_temp(target, write)
+    try:
+        replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def replace(src: Path | str, dest: Path | str) -> None:
+    """os.replace (the one place every rename-over goes through)."""
+    os.replace(src, dest)
 
 
 def _copy_verified(src: Path, tmp: Path) -> None:

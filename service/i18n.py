@@ -95,6 +95,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.worker_crashed": "The worker process stopped unexpectedly.",
         "reason.interrupted": "The transcription was interrupted (the service stopped).",
         "reason.unsafe_path": "Refused: the file's path would write outside the outbox.",
+        "reason.path_too_long": "The transcript's path is longer than Windows allows.",
         "reason.error": "Unexpected error.",
         # web uploads and commands (JSON errors of the web page)
         "upload.bad_name": "The name {name!r} is not allowed (no '..', absolute paths, control "
@@ -253,6 +254,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.worker_crashed": "转写进程意外退出。",
         "reason.interrupted": "转写被中断（服务停止）。",
         "reason.unsafe_path": "已拒绝：文件路径会写到输出文件夹之外。",
+        "reason.path_too_long": "转写结果的路径超过了 Windows 允许的长度。",
         "reason.error": "意外错误。",
         "upload.bad_name": "文件名 {name!r} 不允许（不能含“..”、绝对路径、控制字符、CON 等 Windows "
                            "设备名或结尾的点）。",

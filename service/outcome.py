@@ -28,6 +28,8 @@ HINTS = {
     "model_missing": "Put the model file where the message says, then copy the audio into the "
     "inbox again.",
     "too_long": "Split the recording into shorter parts, or raise transcribe.max_audio_seconds.",
+    "path_too_long": "Use shorter folder or file names, or turn on Windows long paths "
+    "(LongPathsEnabled = 1), then copy the file into the inbox again.",
     "link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
     "bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it into "
     "the inbox again.",
@@ -84,8 +86,9 @@ def _replaced(settings: Settings, task: Task) -> bool:
 
 def report_name(task: Task) -> str:
     """``<source file name>.error.txt``: ``x.mp3`` and ``x.wav`` each get their own report,
-    kept under the 255-byte name limit."""
-    return fsops.fit_name(PurePosixPath(task.source).name, len(REPORT_SUFFIX)) + REPORT_SUFFIX
+    kept under the 255-byte name limit and Windows' naming rules (fsops)."""
+    name = fsops.fit_name(PurePosixPath(task.source).name, len(REPORT_SUFFIX))
+    return fsops.windows_safe_name(name) + REPORT_SUFFIX
 
 
 def _remove_report(settings: Settings, task: Task) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from datetime import datetime
@@ -16,7 +15,7 @@ from pathlib import Path
 import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import db, gpu, outcome, status
+from . import db, fsops, gpu, outcome, status
 from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -193,10 +192,8 @@ class Service:
         """A small JSON file `status` reads: is the service alive, what runs, the GPUs."""
         # status.live reads the running tasks safely from this (maintenance) thread.
         data = {**status.live(self), "heartbeat": time.time()}
-        path = heartbeat_path(self.settings)
-        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # writers don't clash
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        fsops.atomic_write(heartbeat_path(self.settings),
+                           json.dumps(data, ensure_ascii=False).encode("utf-8"))
 
     def stop(self) -> None:
         """Stop taking work, stop the workers, requeue their tasks (no attempt spent)."""

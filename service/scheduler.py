@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path, PurePosixPath
 
-from . import options, outcome, outputs
+from . import fsops, options, outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
@@ -236,7 +236,7 @@ class Dispatcher:
             folder = PurePosixPath(task.source).parent  # names given to running tasks, any node
             taken = {t.output_stem for t in self.queue.active()
                      if t.id != task.id and PurePosixPath(t.source).parent == folder}
-            stem = outputs.free_stem(out_dir, PurePosixPath(task.source).stem, taken)
+            stem = outputs.transcript_stem(out_dir, PurePosixPath(task.source).stem, taken)
             task.options = {**(task.options or {}), "output_stem": stem}
             self.queue.update_fields(task.id, options=task.options)
         return task.output_stem
@@ -250,6 +250,9 @@ class Dispatcher:
             1, (os.cpu_count() or 1) // cfg.cpu.max_concurrent_tasks
         )
         simulated = self.pool is not None and self.pool.backend.simulated
+        stem = self._output_stem(task, out_dir)
+        longest = max((f".{fmt}" for fmt in formats), key=len)
+        fsops.check_path_length(out_dir / f"{stem}{longest}")  # Windows' MAX_PATH: say so now
         return Job(
             task_id=task.id,
             source_path=str(outputs.safe_join(cfg.inbox, task.source)),
@@ -258,7 +261,7 @@ class Dispatcher:
             models_dir=str(cfg.models_dir),
             allow_download=cfg.models.allow_download,
             out_dir=str(out_dir),
-            stem=self._output_stem(task, out_dir),
+            stem=stem,
             formats=tuple(formats),
             language=task.language,
             task=task.task,
@@ -282,8 +285,12 @@ class Dispatcher:
         try:
             job = self._job(task, gpu)
         except ValueError as err:  # an unsafe path: never write outside the outbox
-            kind, message = ("bad_options", f"Invalid transcription options: {err}") if \
-                isinstance(err, options.OptionsError) else ("unsafe_path", f"Refused: {err}")
+            if isinstance(err, options.OptionsError):
+                kind, message = "bad_options", f"Invalid transcription options: {err}"
+            elif isinstance(err, fsops.PathTooLongError):
+                kind, message = "path_too_long", f"Cannot write the transcripts: {err}"
+            else:
+                kind, message = "unsafe_path", f"Refused: {err}"
             self._failed(task.id, kind, message, retryable=False)
             self._release(task.id)
             if proc is not None:
