@@ -28,7 +28,7 @@ from . import catalog, db, winservice
 from .config import Settings, SettingsError, load_settings
 from .files import move_source
 from .fsops import display, safe_join
-from .runner import HEARTBEAT_SECONDS, Service, StartError, heartbeat_path
+from .runner import HEARTBEAT_SECONDS, Service, StartError, heartbeat_path, prepare
 from .tables import CANCELLED, FAILED
 from .tasks import TaskQueue
 
@@ -61,7 +61,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _console_never_fails() -> None:
+    """A Windows console in cp936 or cp1252 cannot show every file name: write what it cannot
+    as escapes (``\\u4f1a``) instead of dying with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured: leave it
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The commands, safe for any console: `status | head` ends quietly when the reader
+    closes the pipe (BrokenPipeError), and unencodable characters are escaped."""
+    _console_never_fails()
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader has gone: nothing more can be shown. Point stdout at devnull so the
+        # interpreter's final flush does not raise again (Python's documented idiom).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.settings)
@@ -84,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from . import logs
 
+    try:
+        prepare(settings)  # folders and models.default, before the log file needs its folder
+    except StartError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     logs.setup(settings.logs, console=True)
     service = Service(settings)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import locale
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -274,6 +275,27 @@ def settings_from_dict(
     return settings
 
 
+_SECTION = re.compile(r"^([\w-]+):\s*(#.*)?$")
+_DOUBLE_QUOTED = re.compile(r'^(\s*)(?:-\s*)?([\w.-]+):\s*"([^"\n]*)"')
+
+
+def _double_quoted_backslash(text: str) -> str | None:
+    """``inbox: "D:\\会议\\new"`` in YAML is D:, an escape, 会议, a newline, ``ew``: a path
+    copied from Explorer silently becomes another one. Name the key and say what works."""
+    section = None
+    for line in text.splitlines():
+        top = _SECTION.match(line)
+        if top:
+            section = top.group(1)
+            continue
+        m = _DOUBLE_QUOTED.match(line)
+        if m and "\\" in m.group(3).replace("\\\\", ""):
+            key = f"{section}.{m.group(2)}" if m.group(1) and section else m.group(2)
+            return (f"{key}: \"{m.group(3)}\" is in double quotes, where YAML reads a backslash "
+                    f"as an escape; use single quotes ('{m.group(3)}') or forward slashes")
+    return None
+
+
 def load_settings(path: Path | str | None = None) -> Settings:
     """Load a settings file; any key it leaves out keeps its default."""
     if path is None:
@@ -282,8 +304,19 @@ def load_settings(path: Path | str | None = None) -> Settings:
     if not path.exists():
         raise SettingsError(f"settings file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        text = path.read_text(encoding="utf-8-sig")  # Notepad's BOM is fine
+    except UnicodeDecodeError as err:
+        raise SettingsError(
+            f"cannot read settings file {path}: it is not UTF-8 text (byte {err.start}); "
+            "open it in an editor and save it as UTF-8") from None
+    except OSError as err:
+        raise SettingsError(f"cannot read settings file {path}: {err}") from None
+    problem = _double_quoted_backslash(text)
+    if problem:
+        raise SettingsError(f"invalid settings in {path}:\n  {problem}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
         raise SettingsError(f"cannot read settings file {path}: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise SettingsError(f"{path}: expected sections like 'paths:' and 'models:' at the top")

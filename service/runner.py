@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import db, fsops, gpu, outcome, status
+from . import catalog, db, fsops, gpu, outcome, status
 from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -36,6 +36,30 @@ class StartError(RuntimeError):
 
 def heartbeat_path(settings: Settings) -> Path:
     return settings.logs / "service-status.json"
+
+
+def prepare(settings: Settings) -> None:
+    """Create the folders and check what settings.yaml names, before anything else runs: one
+    line naming the key (StartError) instead of a traceback hours later."""
+    folders = [("paths.inbox", settings.inbox), ("paths.outbox", settings.outbox),
+               ("paths.archive", settings.archive), ("paths.failed", settings.failed),
+               ("paths.logs", settings.logs), ("models.dir", settings.models_dir)]
+    for key, folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StartError(f"{key}: {folder} cannot be used as a folder ({err.strerror or err}"
+                             "; is a file in the way?)") from None
+        if not folder.is_dir():
+            raise StartError(f"{key}: {folder} is a file, not a folder")
+    name = settings.models.default
+    if name not in catalog.OFFICIAL and name not in catalog.local_models(settings.models_dir):
+        local = catalog.local_models(settings.models_dir)
+        there = ", ".join(local) if local else "none"
+        raise StartError(
+            f"models.default: {name!r} is neither an official model name "
+            f"({', '.join(sorted(catalog.OFFICIAL))}) nor a model in models.dir "
+            f"({settings.models_dir}; models there: {there})")
 
 
 class Service:
@@ -62,8 +86,7 @@ class Service:
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.settings
-        for folder in (cfg.inbox, cfg.outbox, cfg.archive, cfg.failed, cfg.logs, cfg.models_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        prepare(cfg)
         url = cfg.database_url
         db.migrate(url)
         problem = db.integrity_problem(url)
