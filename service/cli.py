@@ -28,6 +28,7 @@ from . import catalog, db, winservice
 from .config import Settings, SettingsError, load_settings
 from .files import move_source
 from .fsops import display, safe_join
+from .instance import AlreadyRunning, InstanceLock
 from .runner import HEARTBEAT_SECONDS, Service, StartError, heartbeat_path, prepare
 from .tables import CANCELLED, FAILED
 from .tasks import TaskQueue
@@ -117,8 +118,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     except StartError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:  # before the log file opens: a second service must not write into the first's log
+        lock = InstanceLock(settings)
+    except AlreadyRunning as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     logs.setup(settings.logs, console=True)
-    service = Service(settings)
+    service = Service(settings, instance_lock=lock)
 
     def _stop(signum, _frame):  # noqa: ANN001
         log.info("stop requested (signal %s)", signum)

@@ -19,6 +19,7 @@ from . import catalog, db, fsops, gpu, outcome, status
 from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
+from .instance import AlreadyRunning, InstanceLock
 from .scheduler import Dispatcher, node_id
 from .tasks import TaskQueue
 from .vram import VramPool
@@ -68,8 +69,10 @@ class Service:
         settings: Settings,
         clock: Clock | None = None,
         backend: gpu.GpuBackend | None | str = "auto",
+        instance_lock: InstanceLock | None = None,
     ) -> None:
         self.settings = settings
+        self._instance = instance_lock  # cli takes it before the log file opens
         self.clock = clock or SystemClock()
         if backend == "auto":
             backend = gpu.detect(settings.gpu.devices, settings.gpu.simulate)
@@ -85,8 +88,21 @@ class Service:
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        """Refuse a second service on these settings/database, then start everything."""
+        prepare(self.settings)
+        if self._instance is None:
+            try:
+                self._instance = InstanceLock(self.settings)
+            except AlreadyRunning as err:
+                raise StartError(str(err)) from None
+        try:
+            self._start()
+        except BaseException:
+            self._instance.release()
+            raise
+
+    def _start(self) -> None:
         cfg = self.settings
-        prepare(cfg)
         url = cfg.database_url
         db.migrate(url)
         problem = db.integrity_problem(url)
@@ -239,6 +255,8 @@ class Service:
             heartbeat_path(self.settings).unlink(missing_ok=True)
         except OSError:
             pass
+        if self._instance is not None:
+            self._instance.release()
         log.info("DropScribe stopped")
         self._stop.set()
 
