@@ -22,18 +22,8 @@ log = logging.getLogger(__name__)
 
 REPORT_SUFFIX = ".error.txt"
 
-HINTS = {
-    "not_audio": "Check that the file plays in a media player; copy a working file into the inbox.",
-    "bad_sidecar": "Fix the .json settings file next to the audio, then copy both into the inbox.",
-    "model_missing": "Put the model file where the message says, then copy the audio into the "
-    "inbox again.",
-    "too_long": "Split the recording into shorter parts, or raise transcribe.max_audio_seconds.",
-    "path_too_long": "Use shorter folder or file names, or turn on Windows long paths "
-    "(LongPathsEnabled = 1), then copy the file into the inbox again.",
-    "link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
-    "bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it into "
-    "the inbox again.",
-}
+HINT_KINDS = frozenset({"not_audio", "bad_sidecar", "model_missing", "too_long",
+                        "path_too_long", "link", "bad_name"})  # i18n "hint.<kind>"
 
 
 def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
@@ -110,14 +100,16 @@ def discard_partial(settings: Settings, task: Task) -> None:
 
 def _report(settings: Settings, task: Task) -> None:
     rel = PurePosixPath(task.source)
+    lang = settings.ui_language
     out_dir = outputs.output_dir_for(settings.outbox, rel)
     outputs.write_error_report(
         out_dir,
         report_name(task)[: -len(REPORT_SUFFIX)],
         source_name=task.source,
-        message=task.error_message or "unknown error",
+        message=i18n.reason(task.error_kind, task.error_message, lang),
         moved_to=settings.failed / rel.parent / rel.name,
         attempts=task.attempts,
         when=task.finished_at or task.created_at,
-        hint=HINTS.get(task.error_kind or ""),
+        hint=i18n.t(f"hint.{task.error_kind}", lang) if task.error_kind in HINT_KINDS else None,
+        lang=lang,
     )

@@ -253,28 +253,33 @@ def write_error_report(
     when: datetime,
     hint: str | None = None,
     moved_to: str | None = None,
+    lang: str = "en",
 ) -> Path:
-    """Write ``<stem>.error.txt``: which file, what went wrong, what to do next (plain English).
+    """Write ``<stem>.error.txt``: which file, what went wrong, what to do next, in plain words
+    of ``lang`` (``message`` and ``hint`` already in it: see i18n.reason).
 
     ``moved_to`` is where the source went (e.g. ``failed/team/talk.mp3``); it defaults to the
     failed folder in general terms.
     """
+    from . import i18n
+
     _check_stem(stem)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-    where = f"to {moved_to}" if moved_to else "to the failed folder"
+    tries = (i18n.t("report.one_try", lang) if attempts == 1
+             else i18n.t("report.n_tries", lang, n=attempts))
+    where = (i18n.t("report.moved_to", lang, path=moved_to) if moved_to
+             else i18n.t("report.to_failed", lang))
     lines = [
-        f"DropScribe could not transcribe \"{source_name}\".",
+        i18n.t("report.title", lang, file=source_name),
         "",
-        f"What went wrong: {message.strip()}",
-        f"Gave up after {tries}, last at {_local_time(when)}.",
+        i18n.t("report.what", lang, reason=message.strip()),
+        i18n.t("report.tries", lang, tries=tries, when=_local_time(when)),
         "",
-        f"What to do next: the file was moved {where}. "
-        "Fix the problem and copy it into the inbox again.",
+        i18n.t("report.next", lang, where=where),
     ]
     if hint:
-        lines.append(f"Hint: {hint.strip()}")
+        lines.append(i18n.t("report.hint", lang, hint=hint.strip()))
     text = "\n".join(lines) + "\n"
     final = out_dir / f"{stem}.error.txt"
     tmp = _write_temp(out_dir, final.name, lambda fh: fh.write(text))

@@ -12,6 +12,7 @@ import os
 from datetime import datetime
 from typing import Any
 
+from . import i18n
 from .calibration import Calibration
 from .config import Settings
 from .i18n import duration, state_name, t
@@ -166,7 +167,8 @@ def render_text(data: dict, lang: str) -> str:
     if data["recent_failures"]:
         out.append(t("status.failures", lang))
         for f in data["recent_failures"]:
-            out.append(t("status.failure", lang, id=f["id"], file=f["source"], error=f["error"]))
+            error = i18n.reason(f.get("kind"), f.get("error"), lang)
+            out.append(t("status.failure", lang, id=f["id"], file=f["source"], error=error))
     if data.get("status_url"):
         out.append(t("status.http", lang, url=data["status_url"]))
     return "\n".join(out)
