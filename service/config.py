@@ -86,6 +86,8 @@ class TranscribeSettings(Decoding):
 
 class WatcherSettings(_Section):
     stable_seconds: float = Field(2.0, ge=0)
+    # a file another program still holds open (a stalled copy, a cloud sync) waits this long
+    held_timeout_seconds: float = Field(1800, gt=0)
     rescan_seconds: float = Field(30, gt=0)
     polling: bool = False
     ignore: list[str] = Field(default_factory=lambda: ["*.part", "*.tmp", "~$*", ".*"])

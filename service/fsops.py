@@ -280,6 +280,56 @@ def check_source(root: Path | str, path: Path | str) -> os.stat_result:
     return st
 
 
+# --- files other programs still hold -----------------------------------------------------
+
+Opener = Callable[[str], None]  # opens and closes a path, raising OSError if it cannot
+
+
+def _windows_exclusive_open(path: str) -> None:
+    """CreateFileW with share mode 0: fails with a sharing violation (32) or lock violation
+    (33) while any other program (a copier, a cloud sync, an antivirus scan) has it open."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    create = kernel32.CreateFileW
+    create.restype = wintypes.HANDLE
+    create.argtypes = [wintypes.LPCWSTR, wintypes.DWORD, wintypes.DWORD, wintypes.LPVOID,
+                       wintypes.DWORD, wintypes.DWORD, wintypes.HANDLE]
+    generic_read, open_existing, invalid = 0x80000000, 3, wintypes.HANDLE(-1).value
+    handle = create(path, generic_read, 0, None, open_existing, 0x80, None)
+    if handle == invalid:
+        code = ctypes.get_last_error()
+        raise PermissionError(errno.EACCES, ctypes.FormatError(code).strip(), path, code)
+    kernel32.CloseHandle(handle)
+
+
+def _posix_open(path: str) -> None:
+    """POSIX has no exclusive open: a file we may not read (PermissionError) is the case."""
+    os.close(os.open(path, os.O_RDONLY | _NONBLOCK | _NOFOLLOW))
+
+
+def default_opener() -> Opener:
+    return _windows_exclusive_open if os.name == "nt" else _posix_open
+
+
+def held_elsewhere(path: Path | str, opener: Opener | None = None) -> OSError | None:
+    """Why ``path`` cannot be taken yet — another program holds it (a sharing violation on
+    Windows), we may not open it, or it vanished for a moment — or None when it is free. Every
+    such file is simply *not stable yet*; the watcher waits (with a limit). ``opener`` is the
+    probe (injected in tests: Linux has no sharing violations to produce)."""
+    try:
+        (opener or default_opener())(os.fspath(path))
+    except (PermissionError, FileNotFoundError) as err:
+        return err
+    except OSError as err:
+        if getattr(err, "winerror", None) in (32, 33) or err.errno in (errno.EBUSY,
+                                                                       errno.ETXTBSY):
+            return err
+        raise
+    return None
+
+
 # --- no-overwrite moves -------------------------------------------------------------------
 
 

@@ -78,6 +78,12 @@ MESSAGES: dict[str, dict[str, str]] = {
                           "UTF-8), so it could not be recorded as it is. It was moved to the "
                           "failed folder as {moved}; rename it and copy it into the inbox again.",
         "admit.unexpected": "The file could not be recorded: {error}",
+        "admit.held": "Another program kept the file open for more than {waited} (a "
+        "copy that stalled, a sync client, a player or an antivirus scan), so it never became "
+        "readable: {error}. Close that program and copy the file into the inbox again.",
+        "reason.held": "The file stayed open in another program.",
+        "hint.held": "Wait until the copy or sync has finished, close programs that use the "
+        "file, then copy it into the inbox again.",
         "source.changed": "The file was replaced while it was being transcribed; the new "
                           "version stays in the inbox and is transcribed as a new task.",
         # HTTP
@@ -264,6 +270,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "admit.bad_name": "文件名不是有效的文本（含有非 UTF-8 字节），无法按原名记录。"
                           "文件已移到失败文件夹：{moved}；请重命名后再复制到收件箱。",
         "admit.unexpected": "无法记录此文件：{error}",
+        "admit.held": "另一个程序占用该文件超过 {waited}（复制中断、同步客户端、播放器或杀毒"
+        "软件扫描），文件一直无法读取：{error}。请关闭那个程序，再把文件复制到收件箱。",
+        "reason.held": "文件一直被另一个程序占用。",
+        "hint.held": "等复制或同步完成，关闭正在使用该文件的程序，再把它复制到收件箱。",
         "source.changed": "文件在转写过程中被替换；新版本留在收件箱，将作为新任务转写。",
         "http.not_found": "未找到",
         "http.error": "内部错误，请查看服务日志",

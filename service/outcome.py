@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 REPORT_SUFFIX = ".error.txt"
 
 HINT_KINDS = frozenset({"not_audio", "bad_sidecar", "model_missing", "too_long",
-                        "path_too_long", "link", "bad_name"})  # i18n "hint.<kind>"
+                        "path_too_long", "link", "bad_name", "held"})  # i18n "hint.<kind>"
 
 
 def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
