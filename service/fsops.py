@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -447,8 +448,36 @@ def atomic_write(target: Path, data: bytes | Callable[[IO[bytes]], None]) -> Pat
 
 
 def replace(src: Path | str, dest: Path | str) -> None:
-    """os.replace (the one place every rename-over goes through)."""
-    os.replace(src, dest)
+    """os.replace, retried while another program briefly holds either file (see retried)."""
+    retried(os.replace, src, dest)
+
+
+# Windows: ERROR_ACCESS_DENIED (a target open without delete sharing), ERROR_SHARING_VIOLATION,
+# ERROR_LOCK_VIOLATION — what an antivirus scan, the search indexer, Explorer's preview or a
+# player holding the file for a moment cause. They pass; a POSIX EACCES does not.
+_TRANSIENT_WINERRORS = frozenset({5, 32, 33})
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # ~3 s in all, then the error stands
+
+
+def transient(err: OSError) -> bool:
+    """A sharing violation that goes away by itself (Windows), not a real refusal."""
+    return getattr(err, "winerror", None) in _TRANSIENT_WINERRORS or err.errno == errno.EBUSY
+
+
+def retried(fn: Callable, *args: object, sleep: Callable[[float], None] = time.sleep,
+            delays: tuple[float, ...] | None = None) -> object:
+    """``fn(*args)``, tried again with a short backoff (RETRY_DELAYS) while it fails with a
+    transient sharing violation (every move, rename and replace of ours goes through here)."""
+    for delay in (*(RETRY_DELAYS if delays is None else delays), None):
+        try:
+            return fn(*args)
+        except OSError as err:
+            if delay is None or not transient(err):
+                raise
+            log.debug("%s: %s held by another program; retrying in %.2f s",
+                      getattr(fn, "__name__", fn), args[0] if args else "", delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _copy_verified(src: Path, tmp: Path) -> None:
@@ -478,7 +507,7 @@ def _link_no_overwrite(src: Path, target: Path) -> None:
         # A file system without hard links (FAT, some shares): rename after a last check.
         if os.path.lexists(target):
             raise FileExistsError(errno.EEXIST, "already exists", str(target)) from None
-        os.rename(src, target)
+        retried(os.rename, src, target)
 
 
 def _claim_name(folder: Path, name: str) -> Path:
@@ -511,7 +540,7 @@ def move_no_overwrite(src: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     claimed = _claim_name(target.parent, src.name)
     try:
-        os.rename(src, claimed)  # same disk: atomic, one winner
+        retried(os.rename, src, claimed)  # same disk: atomic, one winner
     except OSError as err:
         if err.errno != errno.EXDEV:
             raise
@@ -519,7 +548,7 @@ def move_no_overwrite(src: Path, target: Path) -> Path:
         return _give_final_name(claimed, target)
     # Another disk: claim the source in its own folder, copy, then drop it.
     claimed = _claim_name(src.parent, src.name)
-    os.rename(src, claimed)
+    retried(os.rename, src, claimed)
     try:
         tmp = target.with_name(f".{fit_name(target.name, 30)}.{secrets.token_hex(6)}.tmp")
         _copy_verified(claimed, tmp)
@@ -529,7 +558,7 @@ def move_no_overwrite(src: Path, target: Path) -> Path:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
     except BaseException:
-        os.rename(claimed, src)  # the copy failed (a full disk): the source stays as it was
+        retried(os.rename, claimed, src)  # the copy failed (a full disk): the source stays
         raise
     os.unlink(claimed)
     return dest

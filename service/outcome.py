@@ -51,9 +51,12 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
                 return  # another node (or our own start-up pass) settled it first
         except (OSError, ValueError) as err:
             # The task's outcome stands; the file stays where it is and the row says so.
-            log.error("task %s: could not move %s: %s", task.id, display(task.source), err)
-            queue.update_fields(task.id, error_message=(task.error_message or "") +
-                                f" (the source file could not be moved: {err})")
+            log.error("task %s: could not move %s (tried again every minute): %s", task.id,
+                      display(task.source), err)
+            note = " (the source file could not be moved"
+            if note not in (task.error_message or ""):
+                queue.update_fields(task.id, error_message=(task.error_message or "") +
+                                    f"{note}: {err})")
     try:
         if task.status == FAILED:
             _report(settings, task)

@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
 INTEGRITY_SECONDS = 60.0  # how often maintenance runs the database's quick_check
+SETTLE_RETRY_SECONDS = 60.0  # how often moves that failed (a file held open) are tried again
 
 
 class StartError(RuntimeError):
@@ -85,6 +86,7 @@ class Service:
         self._started_at = datetime.now()
         self._storage: list[str] = []
         self._last_integrity = 0.0
+        self._last_settle = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -118,6 +120,7 @@ class Service:
             outcome.discard_partial(cfg, task)
         for task in self.queue.unsettled():  # includes failed tasks just recovered above
             outcome.settle(cfg, self.queue, task)
+        self._last_settle = time.monotonic()
         self.calibration = Calibration(
             self.queue.engine, self.clock, confidence_factor=cfg.gpu.confidence_factor,
             k=cfg.gpu.calibration_k, window=cfg.gpu.calibration_samples,
@@ -196,10 +199,25 @@ class Service:
                 outcome.discard_partial(self.settings, task)
                 if task.status == "failed":
                     self._settled(task)
+            self._settle_leftovers()
             self._check_storage()
             self._heartbeat()
         except Exception:  # noqa: BLE001
             log.exception("maintenance failed")
+
+    def _settle_leftovers(self) -> None:
+        """Sources whose move to archive/ or failed/ failed (a player, a sync client or an
+        antivirus scan held them longer than fsops' retries) are moved again, every
+        SETTLE_RETRY_SECONDS, not only at the next start. Only tasks settled a while ago:
+        the dispatcher may be settling a fresh one right now."""
+        if time.monotonic() - self._last_settle < SETTLE_RETRY_SECONDS:
+            return
+        self._last_settle = time.monotonic()
+        assert self.queue is not None
+        cutoff = self.clock.now() - timedelta(seconds=SETTLE_RETRY_SECONDS)
+        for task in self.queue.unsettled(finished_before=cutoff):
+            log.info("task %s: moving %s again", task.id, task.source)
+            outcome.settle(self.settings, self.queue, task)
 
     def _check_storage(self) -> None:
         """Inbox and database still there and sound? (/health reports storage_problems())."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -467,13 +467,15 @@ class TaskQueue:
             rows = s.scalars(select(Task.worker_id).where(Task.status.in_(ACTIVE_STATES)))
             return {w for w in rows if w}
 
-    def unsettled(self) -> list[Task]:
+    def unsettled(self, finished_before: datetime | None = None) -> list[Task]:
         """Completed/failed tasks whose source is still in the inbox: the service stopped
-        between recording the outcome and moving the file. Start-up finishes the move."""
+        between recording the outcome and moving the file, or the move failed (the file was
+        held open). Start-up and then maintenance finish the move."""
+        cond = [Task.status.in_((COMPLETED, FAILED)), Task.source_state == "inbox"]
+        if finished_before is not None:
+            cond.append(Task.finished_at < finished_before)
         with self._sessions() as s:
-            rows = list(s.scalars(select(Task).where(
-                Task.status.in_((COMPLETED, FAILED)), Task.source_state == "inbox"
-            )))
+            rows = list(s.scalars(select(Task).where(*cond)))
             s.expunge_all()
             return rows
 

@@ -111,3 +111,57 @@ def test_split_relative_still_refuses_escapes() -> None:
     for rel in ("../x.mp3", "/etc/passwd", "a/../../b"):
         with pytest.raises(fsops.UnsafePathError):
             fsops.split_relative(PurePosixPath(rel))
+
+
+def sharing_violation(path: str) -> PermissionError:
+    """What Windows raises while an antivirus scan or a player holds the file."""
+    err = PermissionError(13, "The process cannot access the file because it is being used "
+                          "by another process", path)
+    err.winerror = 32  # set by Windows itself; Linux never raises it
+    return err
+
+
+def test_moves_and_replaces_retry_a_passing_sharing_violation(tmp_path: Path, monkeypatch) -> None:
+    real_replace, real_rename = os.replace, os.rename
+    failures = {"replace": 2, "rename": 3}
+
+    def flaky(name, real):  # noqa: ANN001, ANN202
+        def op(src, dst):  # noqa: ANN001, ANN202
+            if failures[name] > 0:
+                failures[name] -= 1
+                raise sharing_violation(str(src))
+            return real(src, dst)
+        return op
+
+    monkeypatch.setattr(os, "replace", flaky("replace", real_replace))
+    monkeypatch.setattr(os, "rename", flaky("rename", real_rename))
+    target = tmp_path / "status.json"
+    fsops.atomic_write(target, b"{}")  # the status file, a transcript, a model: all replaced so
+    assert target.read_bytes() == b"{}" and failures["replace"] == 0
+    (tmp_path / "in").mkdir()
+    src = tmp_path / "in" / "talk.wav"
+    src.write_bytes(b"audio")
+    dest = fsops.move_no_overwrite(src, tmp_path / "archive" / "talk.wav")
+    assert dest.read_bytes() == b"audio" and not src.exists() and failures["rename"] == 0
+
+
+def test_retries_are_short_and_bounded_and_only_for_sharing_violations() -> None:
+    slept: list[float] = []
+    calls = []
+
+    def always_held(path: str) -> None:
+        calls.append(path)
+        raise sharing_violation(path)
+
+    with pytest.raises(PermissionError):
+        fsops.retried(always_held, "x", sleep=slept.append)
+    assert slept == list(fsops.RETRY_DELAYS) and sum(slept) < 5 and len(calls) == 7
+
+    def refused(path: str) -> None:
+        calls.append(path)
+        raise PermissionError(13, "Permission denied", path)  # a real refusal: no retry
+
+    calls.clear()
+    with pytest.raises(PermissionError):
+        fsops.retried(refused, "y", sleep=slept.append)
+    assert calls == ["y"]
