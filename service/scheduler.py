@@ -105,10 +105,13 @@ class Dispatcher:
         self.calibration = calibration
         self.planner = None
         self._gpu_names: dict[int, str] = {}
+        self._gpu_uuids: dict[int, str | None] = {}
         if pool is not None:
             rtf = calibration.rtf if calibration is not None else (lambda g, m: default_rtf(m))
             self.planner = Planner(pool, clock, rtf)
-            self._gpu_names = {g.index: g.name for g in pool.backend.devices()}
+            cards = pool.backend.devices()
+            self._gpu_names = {g.index: g.name for g in cards}
+            self._gpu_uuids = {g.index: g.uuid for g in cards}
         self.on_settled = on_settled
         self.worker_id = worker_id or node_id()
         self.running: dict[int, Running] = {}
@@ -267,6 +270,7 @@ class Dispatcher:
             task=task.task,
             decoding=options.resolve(cfg.transcribe, task.options or {}).model_dump(mode="json"),
             gpu=None if simulated else gpu,
+            gpu_uuid=None if simulated or gpu is None else self._gpu_uuids.get(gpu),
             threads=threads,
             progress_seconds=cfg.scheduler.progress_seconds,
             keep_warm_seconds=cfg.models.keep_warm_seconds,

@@ -42,7 +42,8 @@ class Job:
     task: str = "transcribe"
     # options.Decoding as JSON data (settings merged with the sidecar); {} = the defaults
     decoding: dict = field(default_factory=dict)
-    gpu: int | None = None  # CUDA index to pin with CUDA_VISIBLE_DEVICES; None → CPU
+    gpu: int | None = None  # NVML index of the card (gpu.cuda_env pins it); None → CPU
+    gpu_uuid: str | None = None  # its NVML UUID: what CUDA_VISIBLE_DEVICES names
     threads: int = 0
     progress_seconds: float = 2.0
     keep_warm_seconds: float = 0.0
@@ -137,8 +138,10 @@ def classify(err: BaseException) -> tuple[str, str, bool, bool]:
 
 def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) -> tuple[str, object]:
     """One file. `loaded` is the model a warm worker still holds (reused if the same)."""
-    if job.gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
+    if job.gpu is not None:  # before CUDA is first touched
+        from .gpu import cuda_env
+
+        os.environ.update(cuda_env(job.gpu, job.gpu_uuid))
     import torch
 
     from . import audio, engine, fsops, outputs
@@ -193,7 +196,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
     if job.outbox:  # the output folder may have been replaced by a link since the start
         fsops.ensure_inside(job.outbox, job.out_dir)
     written = outputs.write_transcripts(result, Path(job.out_dir), job.stem, job.formats, meta)
-    peak = _peak_vram_mb(torch) if device.startswith("cuda") else None
+    peak = _peak_vram_mb(torch, job.gpu, job.gpu_uuid) if device.startswith("cuda") else None
     conn.send(
         (
             "done",
@@ -295,7 +298,8 @@ class _Sha256:
 DEFAULT_CONTEXT_MB = 500  # CUDA context + cuBLAS workspace when the driver won't tell (WDDM)
 
 
-def _peak_vram_mb(torch) -> int:  # noqa: ANN001 - the torch module, imported by the caller
+def _peak_vram_mb(torch, index: int | None = None,  # noqa: ANN001 - the torch module
+                  uuid: str | None = None) -> int:
     """What this process needed on the card: the allocator's peak plus the CUDA context.
 
     NVML's per-process figure is None on Windows WDDM and uses host PIDs in containers, so the
@@ -307,12 +311,11 @@ def _peak_vram_mb(torch) -> int:  # noqa: ANN001 - the torch module, imported by
     try:
         import pynvml
 
+        from .gpu import nvml_handle
+
         pynvml.nvmlInit()
-        index = torch.cuda.current_device()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        if visible.strip().isdigit():
-            index = int(visible)
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        # The card the job was pinned to, as NVML names it (torch's index 0 is not NVML's).
+        handle = nvml_handle(pynvml, index if index is not None else 0, uuid)
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == os.getpid() and proc.usedGpuMemory:
                 context = max(0, (proc.usedGpuMemory - reserved) // (1024 * 1024))
