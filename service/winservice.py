@@ -46,7 +46,9 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -136,17 +138,39 @@ def _settings_file(settings: Settings) -> Path:
 
 # ---- Windows: the service class --------------------------------------------------------------
 class EventLogHandler(logging.Handler):
-    """Forward WARNING and above to the Windows Event Log (Application, source DropScribe)."""
+    """Forward errors to the Windows Event Log (Application, source DropScribe), at most
+    `burst` per `window_seconds`; then one line says how many were held back.
+
+    Errors only: a failed file's warning (a retry, a lease) belongs in the log file, and an
+    inbox full of bad files must not flood the Event Log or hide the one error that matters.
+    """
 
     MAX_CHARS = 30_000  # an event's message is limited to about 31 839 characters
 
-    def __init__(self, servicemanager: ModuleType, level: int = logging.WARNING) -> None:
+    def __init__(self, servicemanager: ModuleType, level: int = logging.ERROR, *,
+                 burst: int = 10, window_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(level)
         self.servicemanager = servicemanager
+        self.burst, self.window, self.clock = burst, window_seconds, clock
+        self._window_start = -float("inf")
+        self._sent = 0
+        self._held_back = 0
         self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            now = self.clock()
+            if now - self._window_start >= self.window:
+                if self._held_back:
+                    self.servicemanager.LogWarningMsg(
+                        f"{SERVICE_NAME}: {self._held_back} more error(s) in the last "
+                        f"{self.window:.0f} s were not forwarded here; see logs\\dropscribe.log")
+                self._window_start, self._sent, self._held_back = now, 0, 0
+            if self._sent >= self.burst:
+                self._held_back += 1
+                return
+            self._sent += 1
             msg = self.format(record)[: self.MAX_CHARS]
             if record.levelno >= logging.ERROR:
                 self.servicemanager.LogErrorMsg(msg)

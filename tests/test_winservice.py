@@ -258,22 +258,31 @@ def test_remove_start_stop_and_clear_errors(
     assert do("stop") == 0 and "not running" in capsys.readouterr().out
 
 
-def test_event_log_handler_forwards_warnings_and_errors_only(win: FakeWin) -> None:
+def test_event_log_handler_forwards_errors_only_and_rate_limited(win: FakeWin) -> None:
     logger = logging.getLogger("dropscribe.test.eventlog")
-    handler = winservice.EventLogHandler(win.modules["servicemanager"])
+    now = [0.0]
+    handler = winservice.EventLogHandler(win.modules["servicemanager"], burst=3,
+                                         window_seconds=60, clock=lambda: now[0])
     logger.addHandler(handler)
     try:
         logger.info("routine")
-        logger.warning("任务 %s lease expired", 7)
+        logger.warning("任务 %s lease expired", 7)  # a file's warning: the log file only
         try:
             raise ValueError("boom")
         except ValueError:
             logger.exception("dispatch failed")
+        for i in range(10):  # an inbox full of bad files
+            logger.error("task %s failed for good", i)
+        assert len(win.events) == 3
+        now[0] = 61.0  # the next window: one line says what was held back, then errors again
+        logger.error("任务 %s 失败", 99)
     finally:
         logger.removeHandler(handler)
-    assert [k for k, _ in win.events] == ["Warning", "Error"]
-    assert win.events[0][1] == "dropscribe.test.eventlog: 任务 7 lease expired"
-    assert "dispatch failed" in win.events[1][1] and "ValueError: boom" in win.events[1][1]
+    assert [k for k, _ in win.events] == ["Error", "Error", "Error", "Warning", "Error"]
+    assert "dispatch failed" in win.events[0][1] and "ValueError: boom" in win.events[0][1]
+    assert win.events[1][1] == "dropscribe.test.eventlog: task 0 failed for good"
+    assert "8 more error(s)" in win.events[3][1]
+    assert win.events[4][1] == "dropscribe.test.eventlog: 任务 99 失败"
 
 
 # ---- Windows: the service class runs the real loop ---------------------------------------------
