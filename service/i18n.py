@@ -99,6 +99,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.io_error": "A file could not be read or written.",
         "reason.timeout": "The transcription took too long and was stopped.",
         "reason.worker_crashed": "The worker process stopped unexpectedly.",
+        "reason.worker_start": "The worker process could not start (PyTorch or Whisper is not "
+        "installed correctly).",
         "reason.interrupted": "The transcription was interrupted (the service stopped).",
         "reason.unsafe_path": "Refused: the file's path would write outside the outbox.",
         "reason.path_too_long": "The transcript's path is longer than Windows allows.",
@@ -286,6 +288,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.io_error": "无法读取或写入文件。",
         "reason.timeout": "转写用时过长，已停止。",
         "reason.worker_crashed": "转写进程意外退出。",
+        "reason.worker_start": "转写进程无法启动（PyTorch 或 Whisper 安装有问题）。",
         "reason.interrupted": "转写被中断（服务停止）。",
         "reason.unsafe_path": "已拒绝：文件路径会写到输出文件夹之外。",
         "reason.path_too_long": "转写结果的路径超过了 Windows 允许的长度。",

@@ -34,6 +34,7 @@ from .worker import PRELOAD, Job
 from .worker import main as worker_main
 
 log = logging.getLogger(__name__)
+worker_log = logging.getLogger("service.worker")  # worker records, relayed over their pipes
 
 
 def node_id() -> str:
@@ -123,6 +124,10 @@ class Dispatcher:
         self._last_renew = 0.0
         self._stopping = False
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)  # see wake()
+        self._start_errors: set[str] = set()  # reasons already logged at ERROR
+        self._start_failures = 0
+        self._last_start_error = ""
+        self._next_spawn = 0.0
 
     # ---- the job -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -305,9 +310,16 @@ class Dispatcher:
         try:
             proc.conn.send(job)
         except (OSError, EOFError) as err:
+            proc.process.join(timeout=5)
+            failures = self._start_failures
+            self._drain_spare(proc)  # it died: did it say why?
+            self._release(task.id)
+            if self._start_failures > failures:  # it could not start: back off, say why
+                self._failed(task.id, "worker_start", self._last_start_error,
+                             retryable=True, resource=True)
+                return
             log.warning("worker could not take task %s (%s); requeueing", task.id, err)
             proc.process.kill()
-            self._release(task.id)
             self.queue.requeue(task.id, self.worker_id, "worker failed to start")
             return
         self.running[task.id] = Running(task, proc, gpu, estimate_mb, expected_end)
@@ -328,13 +340,21 @@ class Dispatcher:
             proc = self._spares.pop(0)
             if proc.process.is_alive():
                 return proc
-            proc.conn.close()
+            self._drain_spare(proc)
         return None
 
     def _prestart(self) -> None:
-        self._spares = [p for p in self._spares if p.process.is_alive()]
+        alive = []
+        for proc in self._spares:
+            if proc.process.is_alive():
+                alive.append(proc)
+            else:
+                self._drain_spare(proc)
+        self._spares = alive
         if self.running and self._ctx.get_start_method() == "forkserver":
             return  # a fork takes milliseconds: don't compete with running work for the CPU
+        if time.monotonic() < self._next_spawn:
+            return  # the last spare died while starting: back off
         want = self.settings.scheduler.prestart_workers
         while len(self._spares) < want:
             self._spares.append(self._spawn())
@@ -430,6 +450,16 @@ class Dispatcher:
         kind, *args = msg
         tid = run.task.id
         if kind == "ready":
+            self._start_failures = 0
+            return
+        if kind == "log":
+            self._worker_log(run.proc, *args, task_id=tid)
+            return
+        if kind == "startup_error":
+            run.done = True
+            self._start_failed(args[0])
+            # Not the file's fault: requeued without an attempt, a few times (then spent).
+            self._failed(tid, "worker_start", args[0], retryable=True, resource=True)
             return
         if kind == "loaded":
             if self.pool is not None:
@@ -464,6 +494,41 @@ class Dispatcher:
                 log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
                             tid, run.task.model, new)
             self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
+
+    def _worker_log(self, proc: _Proc, level: int, name: str, text: str,
+                    task_id: int | None = None) -> None:
+        """A worker's log record, written into the service log (and so the Event Log)."""
+        where = f"task {task_id}" if task_id is not None else "spare"
+        worker_log.log(level, "worker %s (%s) %s: %s", proc.process.pid, where, name, text)
+
+    def _start_failed(self, reason: str) -> None:
+        """A worker died while starting: say why at ERROR once per reason, and wait longer
+        before starting the next spare (1 s, 2 s, 4 s … 5 min), not a spawn loop."""
+        self._start_failures += 1
+        self._last_start_error = reason
+        delay = min(300.0, 2.0 ** (self._start_failures - 1))
+        self._next_spawn = time.monotonic() + delay
+        if reason not in self._start_errors:
+            self._start_errors.add(reason)
+            log.error("%s", reason)
+        else:
+            log.debug("worker start failed again (%d), next try in %.0f s", self._start_failures,
+                      delay)
+
+    def _drain_spare(self, proc: _Proc) -> None:
+        """What a spare said before it died (its log, why it could not start)."""
+        try:
+            while proc.conn.poll():
+                msg = proc.conn.recv()
+                if msg[0] == "log":
+                    self._worker_log(proc, *msg[1:])
+                elif msg[0] == "startup_error":
+                    self._start_failed(msg[1])
+                elif msg[0] == "ready":
+                    self._start_failures = 0
+        except (EOFError, OSError):
+            pass
+        proc.conn.close()
 
     def _learn(self, run: Running, info: dict) -> None:
         """Feed the measured VRAM peak and speed back into the estimates."""
@@ -511,26 +576,42 @@ class Dispatcher:
 
     # ---- stopping ------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Stop every worker and give their tasks back without spending an attempt."""
+        """Give every running task back without spending an attempt, then stop all workers.
+
+        Windows allows seconds at shutdown: the requeue is ONE transaction first (nothing is
+        left half-recorded if the power goes), then every worker is killed at once and
+        waited for together, instead of one by one. Their deaths are not crashes of a task:
+        the tasks are already pending, and no exit is examined after this.
+        """
         self._stopping = True
         with self._lock:
-            for task_id in list(self.running):
-                run = self._stop_task(task_id)
-                self.queue.requeue(task_id, self.worker_id, "service stopped")
+            runs = dict(self.running)
+            for run in runs.values():
+                run.done = True  # whatever the worker does now, it is not the task's doing
+            self.queue.requeue_all(list(runs), self.worker_id, "service stopped")
+            for task_id, run in runs.items():
                 log.info("task %s requeued (service stopping): %s", task_id, run.task.source)
-            for proc in [w.proc for w in self._warm] + [p for p, _ in self._exiting]:
-                proc.process.kill()
-                proc.process.join(timeout=5)
-            self._warm.clear()
-            self._exiting.clear()
+            procs = [r.proc for r in runs.values()] + [w.proc for w in self._warm] + [
+                p for p, _ in self._exiting]
             for proc in self._spares:
                 try:
-                    proc.conn.send(None)
+                    proc.conn.send(None)  # a spare leaves by itself
                 except OSError:
                     pass
-                proc.process.join(timeout=2)
+            for proc in procs:
+                proc.process.kill()
+            deadline = time.monotonic() + 5
+            for proc in procs + self._spares:
+                proc.process.join(timeout=max(0.0, deadline - time.monotonic()))
                 if proc.process.is_alive():
                     proc.process.kill()
+                    proc.process.join(timeout=1)
+            for task_id, run in runs.items():
+                outcome.discard_partial(self.settings, run.task)
+                self._release(task_id)
+            self.running.clear()
+            self._warm.clear()
+            self._exiting.clear()
             self._spares.clear()
 
     def idle(self) -> bool:

@@ -7,6 +7,8 @@ parent over a Pipe with small tuples:
   ("progress", fraction)          at most every `progress_seconds`
   ("done", {...})                 outputs written; timings, language, VRAM peak, sha256
   ("error", kind, message, retryable, resource)
+  ("log", level, logger, text)    the worker's own log records, for the service log
+  ("startup_error", text)         the imports failed (a broken torch install): the reason
 The process exits after one job, which is what really returns its VRAM to the card.
 """
 
@@ -70,18 +72,65 @@ def _is_oom(err: BaseException) -> bool:
     return "OutOfMemoryError" in text or "out of memory" in text or "cudaErrorInvalidDevice" in text
 
 
+class _Conn:
+    """The pipe to the parent, safe to send on from several threads (the log handler, the
+    sha256 thread, progress callbacks): two pickles must never interleave."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, obj: object) -> None:
+        with self._lock:
+            self._conn.send(obj)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+class PipeLogHandler(logging.Handler):
+    """Sends the worker's log records to the parent, which writes them into the service log
+    (and so the Windows Event Log): a service's worker has no console anyone reads."""
+
+    def __init__(self, conn: _Conn) -> None:
+        super().__init__(logging.INFO)
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.conn.send(("log", record.levelno, record.name, self.format(record)))
+        except Exception:  # noqa: BLE001 - the parent is gone: nothing left to tell
+            pass
+
+
+def _ignore_console_signals() -> None:
+    """Ctrl-C, Ctrl-Break and a closed console reach the whole process group (or console);
+    the parent decides what happens to its workers and stops them itself."""
+    for name in ("SIGINT", "SIGBREAK", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def main(conn: Connection) -> None:
     """Entry point of a spawned worker process."""
     exit_with_parent()
-    # Ctrl-C reaches the whole process group; the parent decides what happens to its workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
+    _ignore_console_signals()
+    conn = _Conn(conn)
+    root = logging.getLogger()
+    root.handlers[:] = [PipeLogHandler(conn)]
+    root.setLevel(logging.INFO)
     # Heavy imports happen here, before a job is assigned: a pre-started worker hides them.
-    import numpy  # noqa: F401
-    import torch  # noqa: F401
-    import whisper  # noqa: F401
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+        import whisper  # noqa: F401
 
-    from . import audio, engine, outputs  # noqa: F401
+        from . import audio, engine, outputs  # noqa: F401
+    except BaseException as err:  # noqa: BLE001 - e.g. OSError [WinError 126] … c10.dll
+        conn.send(("startup_error", startup_message(err)))
+        conn.close()
+        logging.shutdown()
+        os._exit(1)
 
     conn.send(("ready",))
     loaded: tuple[str, object] | None = None  # (model name, model) kept while warm
@@ -109,10 +158,18 @@ def main(conn: Connection) -> None:
     os._exit(0)
 
 
-# Imported once by the forkserver (POSIX): each worker then starts in milliseconds with
-# torch/whisper already loaded. Importing torch does not initialise CUDA, so forking is safe.
-PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "service.audio", "service.engine",
-           "service.outputs", "service.postprocess", "service.worker"]
+# Imported once by the forkserver (POSIX), never fatally: see service/preload.py.
+PRELOAD = ["service.preload"]
+
+
+def startup_message(err: BaseException) -> str:
+    """Why a worker could not start, in words a user can act on, with the library's own."""
+    last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+    where = f" (in {last[0].filename}, line {last[0].lineno})" if last else ""
+    return (f"The worker process could not start: {type(err).__name__}: {err}{where}. "
+            "PyTorch or Whisper is not installed correctly in this Python environment "
+            "(on Windows a missing DLL such as c10.dll usually means a broken torch install or "
+            "a missing Visual C++ runtime); reinstall it, then restart the service.")
 
 
 def classify(err: BaseException) -> tuple[str, str, bool, bool]:

@@ -36,10 +36,10 @@ def app(settings: Path, *args: str, timeout: float = 120) -> subprocess.Complete
 class ServiceProcess:
     """`python app.py --settings <path>`, its console output in <settings folder>/service.out."""
 
-    def __init__(self, settings_path: Path) -> None:
+    def __init__(self, settings_path: Path, env: dict[str, str] | None = None) -> None:
         self.settings_path = settings_path
         self.settings = load_settings(settings_path)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **(env or {}))
         self.log = open(settings_path.parent / "service.out", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--settings", str(settings_path)],

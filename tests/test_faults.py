@@ -276,6 +276,9 @@ def test_corrupt_model_file_fails_with_a_clear_reason(tmp_path: Path, models_dir
         assert svc.stop() == 0
     assert row.status == "failed" and row.error_kind == "model_missing"
     assert "broken.pt" in row.error_message
+    # the worker's own log record reached the service's log file over its pipe
+    text = (svc.settings.logs / "dropscribe.log").read_text(encoding="utf-8")
+    assert "service.worker: worker " in text and "loading model broken" in text
     status = app(svc.settings_path, "status")
     assert "broken.pt" in status.stdout
 
@@ -339,3 +342,37 @@ def test_file_deleted_before_it_is_processed_has_a_clear_outcome(
     assert gone.status == "failed" and "no longer there" in gone.error_message
     assert gone.source_state == "missing" and gone.attempts == 1
     assert next(r for r in rows if r.source == "first long.wav").status == "completed"
+
+
+BROKEN_TORCH = (  # what a damaged Windows torch install raises at import
+    'raise OSError(126, "[WinError 126] The specified module could not be found. Error "\n'
+    '              "loading torch\\\\lib\\\\c10.dll or one of its dependencies.")\n'
+)
+
+
+def test_a_worker_that_cannot_start_says_why_in_the_service_log(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """A broken torch install (the c10.dll error of a damaged Windows environment): before,
+    a service's worker stderr went nowhere and the user saw only "exit code 1"."""
+    broken = tmp_path / "broken"
+    (broken / "torch").mkdir(parents=True)
+    (broken / "torch" / "__init__.py").write_text(BROKEN_TORCH, encoding="utf-8")
+    path = os.pathsep.join([str(broken), *filter(None, [os.environ.get("PYTHONPATH")])])
+    svc = ServiceProcess(service_settings(tmp_path, models_dir, scheduler={"max_attempts": 1}),
+                         env={"PYTHONPATH": path})
+    log_file = svc.settings.logs / "dropscribe.log"
+    try:
+        silence_wav(svc.settings.inbox / "a.wav", 1)
+        [row] = final(svc, 1, timeout=180)
+        assert svc.proc.poll() is None  # the service runs on
+    finally:
+        assert svc.stop() == 0, svc.output()[-3000:]
+    assert (row.status, row.error_kind) == ("failed", "worker_start")
+    assert "c10.dll" in row.error_message and "could not start" in row.error_message
+    text = log_file.read_text(encoding="utf-8")
+    said = [line for line in text.splitlines() if " ERROR " in line
+            and "service.scheduler: The worker process could not start" in line]
+    assert len(said) == 1 and "c10.dll" in said[0], said  # logged at ERROR once, not per spawn
+    report = (svc.settings.outbox / "a.wav.error.txt").read_text(encoding="utf-8")
+    assert "c10.dll" in report
