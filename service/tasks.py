@@ -373,6 +373,28 @@ class TaskQueue:
             detail=reason, lease_expires_at=None, progress=0.0, next_attempt_at=None,
         )
 
+    def requeue_all(self, task_ids: Iterable[int], worker_id: str, reason: str) -> list[int]:
+        """Give back every running task of this node in ONE transaction (a stop, a Windows
+        shutdown that allows seconds): all are pending again, or none is. Returns their ids."""
+        ids = list(task_ids)
+        if not ids:
+            return []
+        with self._sessions.begin() as s:
+            rows = s.execute(
+                update(Task)
+                .where(Task.id.in_(ids), Task.status.in_(ACTIVE_STATES),
+                       Task.worker_id == worker_id)
+                .values(status=PENDING, lease_expires_at=None, progress=0.0,
+                        next_attempt_at=None)
+                .returning(Task.id, Task.source)
+            ).all()
+            for task_id, _source in rows:
+                self._event(s, task_id, None, PENDING, worker_id, reason)
+        for task_id, source in rows:
+            log.info(i18n.t("task.state_log", self.lang, id=task_id,
+                            state=i18n.state_name(PENDING, self.lang), file=display(source)))
+        return [task_id for task_id, _source in rows]
+
     def reap_expired(
         self, backoff_seconds: float, *, dead_workers: Collection[str] = ()
     ) -> list[Task]:

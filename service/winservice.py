@@ -69,6 +69,11 @@ CLASS_PATH = "service.winservice.DropScribeService"
 OPT_PYTHON = "python"  # registry Parameters values written at install time
 OPT_SETTINGS = "settings"
 STOP_WAIT_HINT_MS = 30_000  # what SvcStop promises the SCM per STOP_PENDING report
+# Windows gives SHUTDOWN only ~5–20 s; PRESHUTDOWN comes first and waits up to this long.
+PRESHUTDOWN_TIMEOUT_MS = 60_000
+SERVICE_ACCEPT_PRESHUTDOWN = 0x100  # winsvc.h (pywin32 names it too; fakes may not)
+SERVICE_CONTROL_PRESHUTDOWN = 0x0F
+SERVICE_CONFIG_PRESHUTDOWN_INFO = 7
 STOP_REPORT_SECONDS = 5.0  # while stopping, report STOP_PENDING this often …
 STOP_REPORT_LIMIT_SECONDS = 180.0  # … for at most this long (a hung stop must not hang the SCM)
 FAILURE_RESTART_DELAYS_MS = (10_000, 60_000, 60_000)
@@ -209,6 +214,18 @@ class _ServiceMixin:
                          daemon=True).start()
 
     SvcShutdown = SvcStop  # computer shutting down: requeue what runs, like a stop
+
+    def GetAcceptedControls(self) -> int:  # noqa: N802 - pywin32's name
+        """Also PRESHUTDOWN: it comes before SHUTDOWN and allows a longer wait, so running
+        tasks are requeued (one transaction) and workers stopped before the power goes."""
+        base = getattr(super(), "GetAcceptedControls", lambda: 0)()
+        ws = _mod("win32service")
+        return base | getattr(ws, "SERVICE_ACCEPT_PRESHUTDOWN", SERVICE_ACCEPT_PRESHUTDOWN)
+
+    def SvcOtherEx(self, control: int, event_type: int, data: object) -> None:  # noqa: N802
+        ws = _mod("win32service")
+        if control == getattr(ws, "SERVICE_CONTROL_PRESHUTDOWN", SERVICE_CONTROL_PRESHUTDOWN):
+            self.SvcStop()
 
     def _report_stopping(self) -> None:
         """Keep the SCM informed while workers stop (each report renews the wait hint)."""
@@ -422,6 +439,12 @@ def _set_failure_actions(ws: ModuleType) -> None:
                                         True)
             except (ws.error, NotImplementedError, TypeError) as err:
                 print(f"note: restart-on-error flag not set ({err}); crashes still restart")
+            try:  # how long Windows waits for us at shutdown (after PRESHUTDOWN)
+                ws.ChangeServiceConfig2(hs, getattr(ws, "SERVICE_CONFIG_PRESHUTDOWN_INFO",
+                                                    SERVICE_CONFIG_PRESHUTDOWN_INFO),
+                                        PRESHUTDOWN_TIMEOUT_MS)
+            except (ws.error, NotImplementedError, TypeError) as err:
+                print(f"note: preshutdown timeout not set ({err}); Windows' default applies")
         finally:
             ws.CloseServiceHandle(hs)
     finally:

@@ -258,3 +258,31 @@ def test_a_name_given_to_another_nodes_running_task_is_not_reused(harness_factor
     assert mine.status == "completed" and mine.output_stem == "talk (2)"
     assert (h.settings.outbox / "team" / "talk (2).txt").is_file()
     assert not (h.settings.outbox / "team" / "talk.txt").exists()  # left to the other node
+
+
+def test_shutdown_requeues_every_running_task_at_once_and_stops_all_workers(
+    harness_factory,
+) -> None:
+    """A stop (or a Windows shutdown, which allows seconds): every running task is pending
+    again without an attempt spent, every worker is gone, and their deaths are no crashes."""
+    h = harness_factory([4096, 4096])  # two simulated cards: two tasks at once
+    for i in range(2):
+        h.add(f"busy{i}.wav", 30.0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(h.dispatcher.running) < 2:
+        h.dispatcher.tick()
+        time.sleep(0.1)
+    assert len(h.dispatcher.running) == 2
+    procs = [run.proc.process for run in h.dispatcher.running.values()]
+    started = time.monotonic()
+    h.dispatcher.shutdown()
+    took = time.monotonic() - started
+    print(f"shutdown with 2 running workers took {took:.2f} s")
+    assert not any(p.is_alive() for p in procs)
+    rows = h.queue.list()
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0)] * 2
+    for row in rows:
+        details = [e.detail for e in h.queue.events(row.id)]
+        assert details[-1] == "service stopped"
+        assert not any(d and d.startswith("worker_crashed") for d in details)
+    assert h.pool.reservations() == []

@@ -267,3 +267,16 @@ def test_one_log_line_per_state_change_in_the_ui_language(db_url: str, caplog) -
         f"任务 {t.id} {i18n.state_name(LOADING, 'zh-CN')}：会议 记录.mp3",
     ]
     q.engine.dispose()
+
+
+def test_a_stop_requeues_every_running_task_in_one_go(queue: TaskQueue) -> None:
+    ids = [queue.enqueue(new(f"{n}.mp3")).id for n in "abcd"]
+    for tid in ids[:3]:
+        queue.claim(tid, "h:1", 60)
+    queue.start_processing(ids[0], "h:1", 1.0)
+    queue.claim(ids[3], "other:2", 60)  # another node's task is never touched
+    assert sorted(queue.requeue_all(ids, "h:1", "service stopped")) == ids[:3]
+    assert [queue.get(t).status for t in ids] == [PENDING, PENDING, PENDING, LOADING]
+    assert all(queue.get(t).attempts == 0 for t in ids)
+    assert [e.detail for e in queue.events(ids[0])][-1] == "service stopped"
+    assert queue.requeue_all([], "h:1", "service stopped") == []

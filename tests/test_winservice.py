@@ -197,11 +197,12 @@ def test_install_records_interpreter_settings_host_recovery_and_path(
                   "password": "pw", "exeName": str(exe), "description": winservice.DESCRIPTION}
     assert win.options == {("DropScribe", "python"): str(pyenv.python),
                            ("DropScribe", "settings"): str(settings_path.resolve())}
-    actions, flag = win.called("ChangeServiceConfig2")
+    actions, flag, preshutdown = win.called("ChangeServiceConfig2")
     assert actions[0] == (("svc", "DropScribe"), 2, {
         "ResetPeriod": 86400, "RebootMsg": None, "Command": None,
         "Actions": [(1, 10_000), (1, 60_000), (1, 60_000)]})
     assert flag[0] == (("svc", "DropScribe"), 4, True)
+    assert preshutdown[0] == (("svc", "DropScribe"), 7, 60_000)  # SERVICE_CONFIG_PRESHUTDOWN_INFO
     kind, env = win.registry[(r"SYSTEM\CurrentControlSet\Services\DropScribe", "Environment")]
     assert kind == 7 and env[1] == "PYTHONUNBUFFERED=1"
     p, b = pyenv.prefix, pyenv.base_prefix
@@ -369,6 +370,20 @@ def test_stop_that_arrives_while_starting_still_stops(win: FakeWin, real_setting
     win.options[("DropScribe", "settings")] = str(path)
     svc = winservice.service_class()(("DropScribe",))
     svc.SvcStop()  # before SvcDoRun has built the Service
+    thread, errors = _start_in_thread(svc)
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
+    assert ("Info", "DropScribe stopped") in win.events
+
+
+def test_preshutdown_is_accepted_and_stops_like_a_stop(win: FakeWin, real_settings) -> None:
+    """Windows sends PRESHUTDOWN first and waits for it longer than for SHUTDOWN."""
+    path, settings = real_settings
+    win.options[("DropScribe", "settings")] = str(path)
+    svc = winservice.service_class()(("DropScribe",))
+    assert svc.GetAcceptedControls() & winservice.SERVICE_ACCEPT_PRESHUTDOWN
+    svc.SvcOtherEx(winservice.SERVICE_CONTROL_PRESHUTDOWN, 0, None)
+    assert svc.reports[0] == (FakeWin.SERVICE_STOP_PENDING, winservice.STOP_WAIT_HINT_MS)
     thread, errors = _start_in_thread(svc)
     thread.join(timeout=30)
     assert not thread.is_alive() and errors == []
