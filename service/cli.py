@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 import unicodedata
@@ -28,8 +27,7 @@ from . import catalog, db, winservice
 from .config import Settings, SettingsError, load_settings
 from .files import move_source
 from .fsops import display, safe_join
-from .instance import AlreadyRunning, InstanceLock
-from .runner import HEARTBEAT_SECONDS, Service, StartError, heartbeat_path, prepare
+from .runner import HEARTBEAT_SECONDS, heartbeat_path, run_foreground
 from .tables import CANCELLED, FAILED
 from .tasks import TaskQueue
 
@@ -111,38 +109,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 # ---- run ----------------------------------------------------------------------------------
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from . import logs
-
-    try:
-        prepare(settings)  # folders and models.default, before the log file needs its folder
-    except StartError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:  # before the log file opens: a second service must not write into the first's log
-        lock = InstanceLock(settings)
-    except AlreadyRunning as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    logs.setup(settings.logs, console=True)
-    service = Service(settings, instance_lock=lock)
-
-    def _stop(signum, _frame):  # noqa: ANN001
-        log.info("stop requested (signal %s)", signum)
-        service.request_stop()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    if hasattr(signal, "SIGHUP"):  # a closed terminal or ssh session: stop cleanly, requeue
-        signal.signal(signal.SIGHUP, _stop)
-    if hasattr(signal, "SIGBREAK"):
-        signal.signal(signal.SIGBREAK, _stop)  # Ctrl-Break on Windows
-    try:
-        service.run_forever()
-    except StartError as err:
-        log.error("DropScribe cannot start: %s", err)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_foreground(settings)
 
 
 # ---- reading commands ---------------------------------------------------------------------

@@ -100,6 +100,9 @@ class SchedulerSettings(_Section):
     lease_seconds: float = Field(60, gt=0)
     progress_seconds: float = Field(2.0, gt=0)
     prestart_workers: int = Field(1, ge=0, le=8)
+    # how workers start: auto = forkserver where there is one (Linux, macOS), else spawn
+    # (Windows); spawn everywhere runs the Windows way (slower start, hidden by prestarting)
+    start_method: Literal["auto", "spawn", "forkserver"] = "auto"
     timeout_factor: float = Field(3.0, gt=0)
     timeout_min_seconds: float = Field(600, gt=0)
 

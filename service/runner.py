@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -20,7 +22,7 @@ from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
 from .instance import AlreadyRunning, InstanceLock
-from .scheduler import Dispatcher, node_id
+from .scheduler import Dispatcher, node_id, worker_context
 from .tasks import TaskQueue
 from .vram import VramPool
 from .watcher import InboxWatcher
@@ -54,6 +56,10 @@ def prepare(settings: Settings) -> None:
                              "; is a file in the way?)") from None
         if not folder.is_dir():
             raise StartError(f"{key}: {folder} is a file, not a folder")
+    try:
+        worker_context(settings.scheduler.start_method)
+    except ValueError as err:
+        raise StartError(str(err)) from None
     name = settings.models.default
     if name not in catalog.OFFICIAL and name not in catalog.local_models(settings.models_dir):
         local = catalog.local_models(settings.models_dir)
@@ -289,3 +295,38 @@ class Service:
                 pass
         finally:
             self.stop()
+
+
+def run_foreground(settings: Settings) -> int:
+    """`python app.py` and `service debug` on Linux: the service in this console until Ctrl-C
+    (or SIGTERM, SIGHUP, Ctrl-Break), which stops it cleanly. Lives here, not in cli, so the
+    Windows/systemd module needs no import of the command line (no cli ↔ winservice cycle)."""
+    from . import logs
+
+    try:
+        prepare(settings)  # folders and models.default, before the log file needs its folder
+    except StartError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:  # before the log file opens: a second service must not write into the first's log
+        lock = InstanceLock(settings)
+    except AlreadyRunning as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    logs.setup(settings.logs, console=True)
+    service = Service(settings, instance_lock=lock)
+
+    def _stop(signum, _frame):  # noqa: ANN001
+        log.info("stop requested (signal %s)", signum)
+        service.request_stop()
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGHUP: a closed terminal or
+        if hasattr(signal, name):                            # ssh session; SIGBREAK: Windows
+            signal.signal(getattr(signal, name), _stop)
+    try:
+        service.run_forever()
+    except StartError as err:
+        log.error("DropScribe cannot start: %s", err)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -42,15 +42,21 @@ def node_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
-    """How worker processes start. Never plain fork: a forked CUDA context is unusable.
+def worker_context(method: str = "auto") -> multiprocessing.context.BaseContext:
+    """How worker processes start (`scheduler.start_method`). Never plain fork: a forked CUDA
+    context is unusable.
 
-    POSIX: a forkserver that has imported torch and whisper once (it never touches CUDA), so a
-    worker starts in milliseconds instead of ~1.5 s of imports that would compete for the CPU
-    with the running task. Windows (and where forkserver is missing): spawn, with pre-started
-    workers hiding the imports.
+    forkserver (auto on POSIX): a server process that has imported torch and whisper once (it
+    never touches CUDA), so a worker starts in milliseconds instead of ~1.5 s of imports that
+    would compete for the CPU with the running task. spawn (auto on Windows, where there is no
+    forkserver; chosen on Linux it runs the Windows way, as CI does once): pre-started workers
+    hide the imports. ValueError when forkserver is asked for where there is none.
     """
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    available = multiprocessing.get_all_start_methods()
+    if method == "forkserver" and "forkserver" not in available:
+        raise ValueError("scheduler.start_method: forkserver is not available on this system "
+                         "(Windows); use auto or spawn")
+    if method in ("auto", "forkserver") and "forkserver" in available:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         return ctx
@@ -119,7 +125,7 @@ class Dispatcher:
         self._spares: list[_Proc] = []
         self._warm: list[Warm] = []
         self._exiting: list[tuple[_Proc, int]] = []  # done; VRAM is released once they exit
-        self._ctx = worker_context()
+        self._ctx = worker_context(settings.scheduler.start_method)
         self._lock = threading.Lock()
         self._last_renew = 0.0
         self._stopping = False

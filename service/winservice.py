@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from . import logs
+from . import logs, runner
 from .config import Settings, load_settings
 from .runner import Service
 
@@ -742,9 +742,7 @@ def _linux(settings: Settings, args: argparse.Namespace) -> int:
     if action == "install":
         return _install_linux(settings, args)
     if action == "debug":
-        from .cli import cmd_run  # the same foreground loop as `python app.py`
-
-        return cmd_run(settings, args)
+        return runner.run_foreground(settings)  # the same loop as `python app.py`
     user_mode = _user_mode(args)
     if action in ("start", "stop"):
         return _run_systemctl(_systemctl(user_mode, action, "dropscribe"))

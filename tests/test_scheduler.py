@@ -22,6 +22,7 @@ from service.tasks import NewTask, TaskQueue
 from service.vram import VramPool
 from tests.conftest import write_settings
 from tests.speech import read_wav, silence_wav, speak_wav, talk_wav, write_wav
+from tests.svc import START_METHOD
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,8 @@ class Harness:
         data = {
             "models": {"dir": str(models), "default": "tiny.en", "allow_download": False,
                        "keep_warm_seconds": keep_warm},
-            "scheduler": {"backoff_seconds": 0, "progress_seconds": 0.2, **sched},
+            "scheduler": {"backoff_seconds": 0, "progress_seconds": 0.2,
+                          "start_method": START_METHOD, **sched},
             "gpu": {"reserved_mb": 0, "max_tasks_per_gpu": 1},
         }
         self.settings = load_settings(write_settings(tmp_path, data))
@@ -258,6 +260,15 @@ def test_a_name_given_to_another_nodes_running_task_is_not_reused(harness_factor
     assert mine.status == "completed" and mine.output_stem == "talk (2)"
     assert (h.settings.outbox / "team" / "talk (2).txt").is_file()
     assert not (h.settings.outbox / "team" / "talk.txt").exists()  # left to the other node
+
+
+def test_the_start_method_setting_is_the_one_workers_use(harness_factory) -> None:
+    h = harness_factory(None)
+    assert h.dispatcher._ctx.get_start_method() == (
+        "forkserver" if START_METHOD == "auto" else START_METHOD)
+    h.add("one.wav", 1.0)
+    h.run_until_idle(120)
+    assert h.queue.list()[0].status == "completed"
 
 
 def test_shutdown_requeues_every_running_task_at_once_and_stops_all_workers(

@@ -537,12 +537,23 @@ def test_linux_default_unit_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 def test_debug_runs_the_foreground_loop_like_app_py(
     monkeypatch: pytest.MonkeyPatch, settings  # noqa: ANN001
 ) -> None:
-    import service.cli
+    import service.runner
 
     seen = []
-    monkeypatch.setattr(service.cli, "cmd_run", lambda s, a: seen.append((s, a.action)) or 0)
+    monkeypatch.setattr(service.runner, "run_foreground", lambda s: seen.append(s) or 0)
     assert winservice.run(settings, parse("service", "debug"), platform="linux") == 0
-    assert seen == [(settings, "debug")]
+    assert seen == [settings]
+
+
+def test_the_service_module_does_not_import_the_command_line() -> None:
+    """cli imports winservice for `service …`; winservice must not import cli back."""
+    import ast
+
+    tree = ast.parse(Path(winservice.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for a in node.names} | {node.module or "" for node in ast.walk(tree)
+                                        if isinstance(node, ast.ImportFrom)}
+    assert "cli" not in imported and "service.cli" not in imported
 
 
 def test_other_systems_are_told_to_use_their_own_supervisor(
