@@ -353,6 +353,7 @@ def measure(spec: ChildSpec, barrier: Any = None) -> dict[str, Any]:
     transcribing together once every one has loaded.
     """
     if spec.device == "cuda":
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # NVML's order, not fastest-first
         os.environ["CUDA_VISIBLE_DEVICES"] = str(spec.gpu)  # before CUDA is first touched
     import numpy as np
     import torch

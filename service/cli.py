@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 import unicodedata
@@ -29,7 +28,7 @@ from . import catalog, db, winservice
 from .config import Settings, SettingsError, load_settings
 from .files import move_source
 from .fsops import display, safe_join
-from .runner import HEARTBEAT_SECONDS, Service, StartError, heartbeat_path
+from .runner import HEARTBEAT_SECONDS, heartbeat_path, run_foreground
 from .tables import CANCELLED, FAILED
 from .tasks import TaskQueue
 
@@ -64,7 +63,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _console_never_fails() -> None:
+    """A Windows console in cp936 or cp1252 cannot show every file name: write what it cannot
+    as escapes (``\\u4f1a``) instead of dying with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured: leave it
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The commands, safe for any console: `status | head` ends quietly when the reader
+    closes the pipe (BrokenPipeError), and unencodable characters are escaped."""
+    _console_never_fails()
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader has gone: nothing more can be shown. Point stdout at devnull so the
+        # interpreter's final flush does not raise again (Python's documented idiom).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.settings)
@@ -86,28 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ---- run ----------------------------------------------------------------------------------
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from . import logs
-
-    logs.setup(settings.logs, console=True)
-    service = Service(settings)
-
-    def _stop(signum, _frame):  # noqa: ANN001
-        log.info("stop requested (signal %s)", signum)
-        service.request_stop()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    if hasattr(signal, "SIGHUP"):  # a closed terminal or ssh session: stop cleanly, requeue
-        signal.signal(signal.SIGHUP, _stop)
-    if hasattr(signal, "SIGBREAK"):
-        signal.signal(signal.SIGBREAK, _stop)  # Ctrl-Break on Windows
-    try:
-        service.run_forever()
-    except StartError as err:
-        log.error("DropScribe cannot start: %s", err)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_foreground(settings)
 
 
 # ---- reading commands ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import locale
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +86,8 @@ class TranscribeSettings(Decoding):
 
 class WatcherSettings(_Section):
     stable_seconds: float = Field(2.0, ge=0)
+    # a file another program still holds open (a stalled copy, a cloud sync) waits this long
+    held_timeout_seconds: float = Field(1800, gt=0)
     rescan_seconds: float = Field(30, gt=0)
     polling: bool = False
     ignore: list[str] = Field(default_factory=lambda: ["*.part", "*.tmp", "~$*", ".*"])
@@ -97,6 +100,9 @@ class SchedulerSettings(_Section):
     lease_seconds: float = Field(60, gt=0)
     progress_seconds: float = Field(2.0, gt=0)
     prestart_workers: int = Field(1, ge=0, le=8)
+    # how workers start: auto = forkserver where there is one (Linux, macOS), else spawn
+    # (Windows); spawn everywhere runs the Windows way (slower start, hidden by prestarting)
+    start_method: Literal["auto", "spawn", "forkserver"] = "auto"
     timeout_factor: float = Field(3.0, gt=0)
     timeout_min_seconds: float = Field(600, gt=0)
 
@@ -321,6 +327,27 @@ def settings_from_dict(
     return settings
 
 
+_SECTION = re.compile(r"^([\w-]+):\s*(#.*)?$")
+_DOUBLE_QUOTED = re.compile(r'^(\s*)(?:-\s*)?([\w.-]+):\s*"([^"\n]*)"')
+
+
+def _double_quoted_backslash(text: str) -> str | None:
+    """``inbox: "D:\\会议\\new"`` in YAML is D:, an escape, 会议, a newline, ``ew``: a path
+    copied from Explorer silently becomes another one. Name the key and say what works."""
+    section = None
+    for line in text.splitlines():
+        top = _SECTION.match(line)
+        if top:
+            section = top.group(1)
+            continue
+        m = _DOUBLE_QUOTED.match(line)
+        if m and "\\" in m.group(3).replace("\\\\", ""):
+            key = f"{section}.{m.group(2)}" if m.group(1) and section else m.group(2)
+            return (f"{key}: \"{m.group(3)}\" is in double quotes, where YAML reads a backslash "
+                    f"as an escape; use single quotes ('{m.group(3)}') or forward slashes")
+    return None
+
+
 def load_settings(path: Path | str | None = None) -> Settings:
     """Load a settings file; any key it leaves out keeps its default."""
     if path is None:
@@ -329,8 +356,19 @@ def load_settings(path: Path | str | None = None) -> Settings:
     if not path.exists():
         raise SettingsError(f"settings file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        text = path.read_text(encoding="utf-8-sig")  # Notepad's BOM is fine
+    except UnicodeDecodeError as err:
+        raise SettingsError(
+            f"cannot read settings file {path}: it is not UTF-8 text (byte {err.start}); "
+            "open it in an editor and save it as UTF-8") from None
+    except OSError as err:
+        raise SettingsError(f"cannot read settings file {path}: {err}") from None
+    problem = _double_quoted_backslash(text)
+    if problem:
+        raise SettingsError(f"invalid settings in {path}:\n  {problem}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
         raise SettingsError(f"cannot read settings file {path}: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise SettingsError(f"{path}: expected sections like 'paths:' and 'models:' at the top")

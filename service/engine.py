@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import fsops
+
 if TYPE_CHECKING:
     import torch
     import whisper
@@ -307,7 +309,7 @@ def _download_official(name: str, models_dir: Path) -> whisper.Whisper:
     try:
         model = whisper.load_model(name, device="cpu", download_root=str(staging))
         for downloaded in staging.glob("*.pt"):
-            os.replace(downloaded, models_dir / f"{name}.pt")
+            fsops.replace(downloaded, models_dir / f"{name}.pt")  # retried if held
     except _DOWNLOAD_ERRORS as exc:
         raise ModelNotAvailable(_not_available_message(
             name, models_dir, f"downloading it failed: {exc}")) from exc

@@ -9,6 +9,14 @@ user (or an attacker with write access to the inbox or outbox) controls, goes th
 * Files a user controls are opened without following links and must be regular files, so a
   symlink to a private file or a FIFO can neither leak data nor block a thread.
 * Names are kept under NAME_MAX (255 bytes) when we add to them (`` (2)``, ``.error.txt``).
+* Names we give (transcripts, reports) follow Windows' rules on every platform — no device
+  names (CON, NUL, COM1 …), no ``<>:"|?*`` or control characters, no trailing dot or space —
+  so an outbox on a share written from Linux stays readable from Windows; and a name is free
+  only when no name differing just in letter case is taken (NTFS and macOS ignore case).
+* One free-name allocator (`` (2)``, `` (3)`` …) and one atomic write (temp file beside the
+  target, fsynced, renamed) serve every module.
+* Windows' 260-character path limit is a clear error naming the registry switch, not a
+  cryptic failure half-way.
 * A move never overwrites, and a copy across disks never leaves a truncated file under the
   final name.
 """
@@ -16,14 +24,18 @@ user (or an attacker with write access to the inbox or outbox) controls, goes th
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
 import secrets
 import shutil
 import stat
+import time
 import unicodedata
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +44,19 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+WINDOWS_MAX_PATH = 260  # MAX_PATH, counting the terminating NUL: 259 characters fit
+# Device names Windows reserves in every folder, with any extension ("nul.txt", "COM1.mp3").
+_WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)$",
+                              re.IGNORECASE)
+_WINDOWS_BAD = re.compile(r'[<>:"|?*\\/\x00-\x1f\x7f]')
 
 
 class UnsafePathError(ValueError):
     """A relative path or name would place output outside its folder."""
+
+
+class PathTooLongError(UnsafePathError):
+    """A path Windows cannot use without long paths switched on."""
 
 
 class NotRegularFileError(OSError):
@@ -105,6 +126,63 @@ def storable(text: str) -> bool:
     return True
 
 
+# --- Windows naming rules (checked on every platform) ----------------------------------------
+
+
+def windows_name_problem(part: str) -> bool:
+    """True when Windows refuses (or silently changes) this one path part: a device name with
+    any extension, a character NTFS forbids, a control character, a trailing dot or space."""
+    base = part.split(".", 1)[0].rstrip(" ")
+    return bool(_WINDOWS_DEVICES.match(base) or _WINDOWS_BAD.search(part)
+                or part.endswith((".", " ")))
+
+
+def windows_safe_name(part: str) -> str:
+    """``part`` changed as little as possible to pass :func:`windows_name_problem`: forbidden
+    characters become ``_``, trailing dots and spaces go, a device name gets ``_`` appended
+    (``CON`` → ``CON_``, ``nul.tar`` → ``nul_.tar``). Chinese and other text is unchanged."""
+    out = _WINDOWS_BAD.sub("_", part).rstrip(" .") or "_"
+    base = out.split(".", 1)[0].rstrip(" ")
+    if _WINDOWS_DEVICES.match(base):
+        out = base + "_" + out[len(base):]
+    return out
+
+
+def _windows_long_paths_enabled() -> bool:
+    """HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem LongPathsEnabled = 1?"""
+    try:
+        import winreg
+    except ImportError:
+        return False
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE,
+                            r"SYSTEM\CurrentControlSet\Control\FileSystem") as key:
+            return winreg.QueryValueEx(key, "LongPathsEnabled")[0] == 1
+    except OSError:
+        return False
+
+
+def check_path_length(
+    path: Path | str,
+    *,
+    windows: bool | None = None,
+    long_paths_enabled: Callable[[], bool] = _windows_long_paths_enabled,
+) -> None:
+    """Raise PathTooLongError for a path Windows would refuse (≥ 260 characters without the
+    LongPathsEnabled switch), naming the limit and the switch. Elsewhere a no-op; `windows`
+    and `long_paths_enabled` are injectable so the rule is tested on every platform."""
+    windows = os.name == "nt" if windows is None else windows
+    full = os.path.abspath(path) if not windows else str(PureWindowsPath(path))
+    if not windows or len(full) < WINDOWS_MAX_PATH or long_paths_enabled():
+        return
+    raise PathTooLongError(
+        f"the path is {len(full)} characters long and Windows allows {WINDOWS_MAX_PATH - 1} "
+        "(shorten the folder or file name, or turn on long paths: registry "
+        "HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem, LongPathsEnabled = 1, "
+        f"then restart): {full}"
+    )
+
+
 # --- folders -------------------------------------------------------------------------------------
 
 
@@ -144,8 +222,11 @@ def safe_join(root: Path, rel: PurePosixPath | str) -> Path:
 
 def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
     """``outbox/<folder of the source relative to the inbox>``: ``team/会议 记录 1.mp3`` →
-    ``outbox/team``, with every check of :func:`safe_join`."""
-    return safe_join(outbox, rel_source).parent
+    ``outbox/team``, with every check of :func:`safe_join`; each folder name made safe for
+    Windows readers (``aux/`` → ``aux_/``, ``notes./`` → ``notes/``) on every platform."""
+    parts = split_relative(rel_source)
+    safe = [windows_safe_name(p) for p in parts[:-1]]
+    return safe_join(outbox, PurePosixPath(*safe, parts[-1])).parent
 
 
 # --- link-safe opens ------------------------------------------------------------------------------
@@ -200,22 +281,203 @@ def check_source(root: Path | str, path: Path | str) -> os.stat_result:
     return st
 
 
+# --- files other programs still hold -----------------------------------------------------
+
+Opener = Callable[[str], None]  # opens and closes a path, raising OSError if it cannot
+
+
+def _windows_exclusive_open(path: str) -> None:
+    """CreateFileW with share mode 0: fails with a sharing violation (32) or lock violation
+    (33) while any other program (a copier, a cloud sync, an antivirus scan) has it open."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    create = kernel32.CreateFileW
+    create.restype = wintypes.HANDLE
+    create.argtypes = [wintypes.LPCWSTR, wintypes.DWORD, wintypes.DWORD, wintypes.LPVOID,
+                       wintypes.DWORD, wintypes.DWORD, wintypes.HANDLE]
+    generic_read, open_existing, invalid = 0x80000000, 3, wintypes.HANDLE(-1).value
+    handle = create(path, generic_read, 0, None, open_existing, 0x80, None)
+    if handle == invalid:
+        code = ctypes.get_last_error()
+        raise PermissionError(errno.EACCES, ctypes.FormatError(code).strip(), path, code)
+    kernel32.CloseHandle(handle)
+
+
+def _posix_open(path: str) -> None:
+    """POSIX has no exclusive open: a file we may not read (PermissionError) is the case."""
+    os.close(os.open(path, os.O_RDONLY | _NONBLOCK | _NOFOLLOW))
+
+
+def default_opener() -> Opener:
+    return _windows_exclusive_open if os.name == "nt" else _posix_open
+
+
+def held_elsewhere(path: Path | str, opener: Opener | None = None) -> OSError | None:
+    """Why ``path`` cannot be taken yet — another program holds it (a sharing violation on
+    Windows), we may not open it, or it vanished for a moment — or None when it is free. Every
+    such file is simply *not stable yet*; the watcher waits (with a limit). ``opener`` is the
+    probe (injected in tests: Linux has no sharing violations to produce)."""
+    try:
+        (opener or default_opener())(os.fspath(path))
+    except (PermissionError, FileNotFoundError) as err:
+        return err
+    except OSError as err:
+        if getattr(err, "winerror", None) in (32, 33) or err.errno in (errno.EBUSY,
+                                                                       errno.ETXTBSY):
+            return err
+        raise
+    return None
+
+
 # --- no-overwrite moves -------------------------------------------------------------------
+
+
+def _names_in(folder: Path) -> set[str]:
+    """Every name in ``folder``, case-folded (links and folders too); empty if it is missing."""
+    try:
+        return {name.casefold() for name in os.listdir(folder)}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def free_stem(
+    folder: Path, stem: str, suffixes: Iterable[str], taken: Collection[str] = ()
+) -> str:
+    """The one free-name allocator: ``stem``, else ``stem (2)``, ``stem (3)`` … — the first for
+    which no ``<candidate><suffix>`` exists in ``folder`` and which is not in ``taken`` (names
+    given but not written yet), comparing case-insensitively (``Talk`` and ``talk`` are one
+    name on NTFS and macOS, and on a share Windows reads)."""
+    existing = _names_in(Path(folder))
+    given = {t.casefold() for t in taken}
+    ends = [sfx.casefold() for sfx in suffixes] or [""]
+    for n in range(1, 10_000):
+        candidate = stem if n == 1 else f"{stem} ({n})"
+        folded = candidate.casefold()
+        if folded not in given and not any(folded + end in existing for end in ends):
+            return candidate
+    raise FileExistsError(f"no free name for {stem!r} in {folder}")
 
 
 def free_name(target: Path) -> Path:
     """``target``, or ``stem (2).ext``, ``stem (3).ext`` … — the first name not taken (no link,
-    file or folder of that name, even a dangling link); a numbered name is kept under NAME_MAX
-    by shortening the stem."""
-    if not os.path.lexists(target):
-        return target
+    file or folder of that name in any letter case, even a dangling link); a numbered name is
+    kept under NAME_MAX by shortening the stem."""
+    target = Path(target)
     suffix = target.suffix
+    if not os.path.lexists(target) and target.name.casefold() not in _names_in(target.parent):
+        return target
     stem = fit_name(target.stem, len(suffix.encode("utf-8", "surrogateescape")) + 7)
-    for n in range(2, 10_000):
-        candidate = target.with_name(f"{stem} ({n}){suffix}")
-        if not os.path.lexists(candidate):
-            return candidate
-    raise FileExistsError(f"no free name for {target}")
+    return target.with_name(free_stem(target.parent, stem, [suffix], taken={stem}) + suffix)
+
+
+# --- atomic writes ------------------------------------------------------------------------
+
+
+TEMP_TAIL = len("0123456789ab.tmp")  # what follows a temp prefix: 12 random hex digits, ".tmp"
+
+
+def temp_prefix(final_name: str) -> str:
+    """``.<final name>.``, or ``.<hash of it>.`` where the whole temp name would be too long."""
+    prefix = f".{final_name}."
+    if len(prefix.encode("utf-8", "surrogateescape")) + TEMP_TAIL > 240:
+        digest = hashlib.sha1(final_name.encode("utf-8", "surrogateescape")).hexdigest()
+        prefix = f".{digest[:16]}."
+    return prefix
+
+
+def temp_beside(target: Path) -> Path:
+    """A new hidden temp name in ``target``'s folder (the watcher ignores ``.*`` and ``*.tmp``;
+    outputs.is_temp_name knows the pattern): ``.<name>.<12 hex>.tmp``."""
+    target = Path(target)
+    return target.with_name(f"{temp_prefix(target.name)}{secrets.token_hex(6)}.tmp")
+
+
+def write_temp(target: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Create a temp file beside ``target``, let ``write`` fill it, fsync; the caller renames
+    it (alone: :func:`atomic_write`; as one set: outputs._commit)."""
+    tmp = temp_beside(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o644)
+    try:
+        with open(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return tmp
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames durable (POSIX); Windows has no directory handles to fsync."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(target: Path, data: bytes | Callable[[IO[bytes]], None]) -> Path:
+    """Replace ``target`` with new content so a reader sees the old file or the new one, never
+    half of one (status file, model checkpoints, single reports)."""
+    target = Path(target)
+    write = data if callable(data) else (lambda fh: fh.write(data))
+    tmp = write_temp(target, write)
+    try:
+        replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def replace(src: Path | str, dest: Path | str) -> None:
+    """os.replace, retried while another program briefly holds either file (see retried)."""
+    retried(os.replace, src, dest)
+
+
+# Windows: ERROR_ACCESS_DENIED (a target open without delete sharing), ERROR_SHARING_VIOLATION,
+# ERROR_LOCK_VIOLATION — what an antivirus scan, the search indexer, Explorer's preview or a
+# player holding the file for a moment cause. They pass; a POSIX EACCES does not.
+_TRANSIENT_WINERRORS = frozenset({5, 32, 33})
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # ~3 s in all, then the error stands
+
+
+def transient(err: OSError) -> bool:
+    """A sharing violation that goes away by itself (Windows), not a real refusal."""
+    return getattr(err, "winerror", None) in _TRANSIENT_WINERRORS or err.errno == errno.EBUSY
+
+
+def retried(fn: Callable, *args: object, sleep: Callable[[float], None] = time.sleep,
+            delays: tuple[float, ...] | None = None) -> object:
+    """``fn(*args)``, tried again with a short backoff (RETRY_DELAYS) while it fails with a
+    transient sharing violation (every move, rename and replace of ours goes through here)."""
+    for delay in (*(RETRY_DELAYS if delays is None else delays), None):
+        try:
+            return fn(*args)
+        except OSError as err:
+            if delay is None or not transient(err):
+                raise
+            log.debug("%s: %s held by another program; retrying in %.2f s",
+                      getattr(fn, "__name__", fn), args[0] if args else "", delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _copy_verified(src: Path, tmp: Path) -> None:
@@ -245,7 +507,7 @@ def _link_no_overwrite(src: Path, target: Path) -> None:
         # A file system without hard links (FAT, some shares): rename after a last check.
         if os.path.lexists(target):
             raise FileExistsError(errno.EEXIST, "already exists", str(target)) from None
-        os.rename(src, target)
+        retried(os.rename, src, target)
 
 
 def _claim_name(folder: Path, name: str) -> Path:
@@ -278,7 +540,7 @@ def move_no_overwrite(src: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     claimed = _claim_name(target.parent, src.name)
     try:
-        os.rename(src, claimed)  # same disk: atomic, one winner
+        retried(os.rename, src, claimed)  # same disk: atomic, one winner
     except OSError as err:
         if err.errno != errno.EXDEV:
             raise
@@ -286,7 +548,7 @@ def move_no_overwrite(src: Path, target: Path) -> Path:
         return _give_final_name(claimed, target)
     # Another disk: claim the source in its own folder, copy, then drop it.
     claimed = _claim_name(src.parent, src.name)
-    os.rename(src, claimed)
+    retried(os.rename, src, claimed)
     try:
         tmp = target.with_name(f".{fit_name(target.name, 30)}.{secrets.token_hex(6)}.tmp")
         _copy_verified(claimed, tmp)
@@ -296,7 +558,7 @@ def move_no_overwrite(src: Path, target: Path) -> Path:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
     except BaseException:
-        os.rename(claimed, src)  # the copy failed (a full disk): the source stays as it was
+        retried(os.rename, claimed, src)  # the copy failed (a full disk): the source stays
         raise
     os.unlink(claimed)
     return dest

@@ -21,10 +21,11 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class GpuInfo:
-    index: int
+    index: int  # NVML's index (PCI bus order)
     name: str
     total_mb: int
     used_mb: int  # by every process on the card, ours and other programs'
+    uuid: str | None = None  # NVML's "GPU-…" UUID: the one name CUDA and NVML agree on
 
     @property
     def free_mb(self) -> int:
@@ -39,6 +40,24 @@ class GpuBackend(Protocol):
     def process_used_mb(self, index: int, pid: int) -> int | None:
         """Memory one process holds on a card, or None where the driver won't say (WDDM)."""
         ...
+
+
+def cuda_env(index: int, uuid: str | None) -> dict[str, str]:
+    """The environment that pins a worker to one card *as NVML numbers it*.
+
+    CUDA orders devices fastest-first by default, NVML by PCI bus: on a machine with mixed
+    cards index 0 is not the same card for both, and a worker would run (and be calibrated) on
+    the wrong one. The UUID names the card unambiguously; PCI_BUS_ID order makes a plain
+    index agree too (where no UUID is known, and for anything that enumerates devices)."""
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES": uuid if uuid else str(index)}
+
+
+def nvml_handle(nvml, index: int, uuid: str | None):  # noqa: ANN001, ANN201 - pynvml's types
+    """The NVML handle of the card a worker was pinned to (by UUID when known)."""
+    if uuid:
+        return nvml.nvmlDeviceGetHandleByUUID(uuid.encode() if isinstance(uuid, str) else uuid)
+    return nvml.nvmlDeviceGetHandleByIndex(index)
 
 
 class NvmlBackend:
@@ -61,7 +80,9 @@ class NvmlBackend:
             mem = self._nvml.nvmlDeviceGetMemoryInfo(h)
             name = self._nvml.nvmlDeviceGetName(h)
             name = name.decode() if isinstance(name, bytes) else name
-            out.append(GpuInfo(i, name, mem.total // MiB, mem.used // MiB))
+            uuid = self._nvml.nvmlDeviceGetUUID(h)
+            uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+            out.append(GpuInfo(i, name, mem.total // MiB, mem.used // MiB, uuid))
         return out
 
     def process_used_mb(self, index: int, pid: int) -> int | None:

@@ -78,6 +78,12 @@ MESSAGES: dict[str, dict[str, str]] = {
                           "UTF-8), so it could not be recorded as it is. It was moved to the "
                           "failed folder as {moved}; rename it and copy it into the inbox again.",
         "admit.unexpected": "The file could not be recorded: {error}",
+        "admit.held": "Another program kept the file open for more than {waited} (a "
+        "copy that stalled, a sync client, a player or an antivirus scan), so it never became "
+        "readable: {error}. Close that program and copy the file into the inbox again.",
+        "reason.held": "The file stayed open in another program.",
+        "hint.held": "Wait until the copy or sync has finished, close programs that use the "
+        "file, then copy it into the inbox again.",
         "source.changed": "The file was replaced while it was being transcribed; the new "
                           "version stays in the inbox and is transcribed as a new task.",
         # HTTP
@@ -93,14 +99,43 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.io_error": "A file could not be read or written.",
         "reason.timeout": "The transcription took too long and was stopped.",
         "reason.worker_crashed": "The worker process stopped unexpectedly.",
+        "reason.worker_start": "The worker process could not start (PyTorch or Whisper is not "
+        "installed correctly).",
         "reason.interrupted": "The transcription was interrupted (the service stopped).",
         "reason.unsafe_path": "Refused: the file's path would write outside the outbox.",
+        "reason.path_too_long": "The transcript's path is longer than Windows allows.",
         "reason.error": "Unexpected error.",
         "reason.gpu_library": "The GPU libraries faster-whisper needs are missing.",
         "engine.cuda_library": "faster-whisper cannot load the NVIDIA cuBLAS/cuDNN libraries "
                                "({error}); install them into the service's Python with: pip "
                                "install nvidia-cublas-cu12 nvidia-cudnn-cu12==9.* (then restart "
                                "the service), or set transcribe.engine: openai-whisper.",
+        "reason.with_detail": "{reason} ({detail})",
+        "report.title": "DropScribe could not transcribe \"{file}\".",
+        "report.what": "What went wrong: {reason}",
+        "report.tries": "Gave up after {tries}, last at {when}.",
+        "report.one_try": "1 attempt",
+        "report.n_tries": "{n} attempts",
+        "report.next": "What to do next: the file was moved {where}. Fix the problem and copy it "
+        "into the inbox again.",
+        "report.moved_to": "to {path}",
+        "report.to_failed": "to the failed folder",
+        "report.hint": "Hint: {hint}",
+        "hint.not_audio": "Check that the file plays in a media player; copy a working file into "
+        "the inbox.",
+        "hint.bad_sidecar": "Fix the .json settings file next to the audio, then copy both into "
+        "the inbox.",
+        "hint.model_missing": "Put the model file where the message says, then copy the audio "
+        "into the inbox again.",
+        "hint.too_long": "Split the recording into shorter parts, or raise "
+        "transcribe.max_audio_seconds.",
+        "hint.path_too_long": "Use shorter folder or file names, or turn on Windows long paths "
+        "(LongPathsEnabled = 1), then copy the file into the inbox again.",
+        "hint.link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
+        "hint.bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it "
+        "into the inbox again.",
+        "hint.gpu_library": "Install the libraries the message names, restart the service, then "
+        "copy the audio into the inbox again.",
         # web uploads and commands (JSON errors of the web page)
         "upload.bad_name": "The name {name!r} is not allowed (no '..', absolute paths, control "
                            "characters, Windows device names like CON, or trailing dots).",
@@ -293,6 +328,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "admit.bad_name": "文件名不是有效的文本（含有非 UTF-8 字节），无法按原名记录。"
                           "文件已移到失败文件夹：{moved}；请重命名后再复制到收件箱。",
         "admit.unexpected": "无法记录此文件：{error}",
+        "admit.held": "另一个程序占用该文件超过 {waited}（复制中断、同步客户端、播放器或杀毒"
+        "软件扫描），文件一直无法读取：{error}。请关闭那个程序，再把文件复制到收件箱。",
+        "reason.held": "文件一直被另一个程序占用。",
+        "hint.held": "等复制或同步完成，关闭正在使用该文件的程序，再把它复制到收件箱。",
         "source.changed": "文件在转写过程中被替换；新版本留在收件箱，将作为新任务转写。",
         "http.not_found": "未找到",
         "http.error": "内部错误，请查看服务日志",
@@ -305,14 +344,35 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.io_error": "无法读取或写入文件。",
         "reason.timeout": "转写用时过长，已停止。",
         "reason.worker_crashed": "转写进程意外退出。",
+        "reason.worker_start": "转写进程无法启动（PyTorch 或 Whisper 安装有问题）。",
         "reason.interrupted": "转写被中断（服务停止）。",
         "reason.unsafe_path": "已拒绝：文件路径会写到输出文件夹之外。",
+        "reason.path_too_long": "转写结果的路径超过了 Windows 允许的长度。",
         "reason.error": "意外错误。",
         "reason.gpu_library": "缺少 faster-whisper 需要的 GPU 库。",
         "engine.cuda_library": "faster-whisper 无法加载 NVIDIA cuBLAS/cuDNN 库（{error}）；请在服务"
                                "使用的 Python 中安装：pip install nvidia-cublas-cu12 "
                                "nvidia-cudnn-cu12==9.*（然后重启服务），或设置 "
                                "transcribe.engine: openai-whisper。",
+        "reason.with_detail": "{reason}（详情：{detail}）",
+        "report.title": "DropScribe 无法转写“{file}”。",
+        "report.what": "出了什么问题：{reason}",
+        "report.tries": "共尝试 {tries}，最后一次在 {when}。",
+        "report.one_try": "1 次",
+        "report.n_tries": "{n} 次",
+        "report.next": "下一步：文件已移到{where}。解决问题后，把它重新复制到收件箱。",
+        "report.moved_to": " {path}",
+        "report.to_failed": "失败文件夹（failed）",
+        "report.hint": "提示：{hint}",
+        "hint.not_audio": "请确认该文件能在播放器中播放；把能正常播放的文件复制到收件箱。",
+        "hint.bad_sidecar": "修正音频旁边的 .json 设置文件，然后把两者一起复制到收件箱。",
+        "hint.model_missing": "把模型文件放到错误信息所说的位置，然后把音频重新复制到收件箱。",
+        "hint.too_long": "把录音拆分成较短的几段，或调大 transcribe.max_audio_seconds。",
+        "hint.path_too_long": "使用更短的文件夹名或文件名，或开启 Windows 长路径"
+        "（LongPathsEnabled = 1），然后把文件重新复制到收件箱。",
+        "hint.link": "请把录音文件本身复制到收件箱，而不是它的链接或快捷方式。",
+        "hint.bad_name": "把文件（在 failed/ 中）改成不含异常字节的名字，再复制到收件箱。",
+        "hint.gpu_library": "安装错误信息中提到的库并重启服务，然后把音频重新复制到收件箱。",
         "upload.bad_name": "文件名 {name!r} 不允许（不能含“..”、绝对路径、控制字符、CON 等 Windows "
                            "设备名或结尾的点）。",
         "upload.too_long_name": "文件名 {name!r} 太长。",
@@ -446,6 +506,18 @@ def t(key: str, lang: str | None = None, **kw: object) -> str:
     """The message `key` in `lang` (English if missing), formatted with `kw`."""
     msg = MESSAGES[normalize(lang)].get(key) or MESSAGES[DEFAULT].get(key) or key
     return msg.format(**kw) if kw else msg
+
+
+def reason(kind: str | None, message: str | None, lang: str | None = None) -> str:
+    """A failure as the user reads it (`.error.txt`, `status`, the status page): in English the
+    detailed message; in Chinese the reason for its kind in Chinese, then the detail (file
+    names, limits, the library's own words) unchanged, so nothing specific is lost."""
+    detail = (message or "").strip()
+    if normalize(lang) == DEFAULT:
+        return detail or t("reason.error", lang)
+    key = f"reason.{kind}" if kind and f"reason.{kind}" in MESSAGES[DEFAULT] else "reason.error"
+    said = t(key, lang)
+    return t("reason.with_detail", lang, reason=said, detail=detail) if detail else said
 
 
 def catalog(lang: str | None) -> dict[str, str]:

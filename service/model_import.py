@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import fsops
+
 if TYPE_CHECKING:
     import torch
 
@@ -716,21 +718,11 @@ def _validate_state(state: dict[str, torch.Tensor], dims: dict[str, int]) -> Non
 
 
 def _save_atomic(checkpoint: dict[str, Any], dest: Path) -> None:
-    """torch.save to a temp file beside dest, fsync, then os.replace (never a half file)."""
+    """torch.save through fsops.atomic_write (never a half file under dest)."""
     import torch
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(checkpoint, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    fsops.atomic_write(dest, lambda fh: torch.save(checkpoint, fh))
 
 
 def _load_checkpoint_lazily(path: Path) -> dict[str, Any]:

@@ -22,18 +22,9 @@ log = logging.getLogger(__name__)
 
 REPORT_SUFFIX = ".error.txt"
 
-HINTS = {
-    "not_audio": "Check that the file plays in a media player; copy a working file into the inbox.",
-    "bad_sidecar": "Fix the .json settings file next to the audio, then copy both into the inbox.",
-    "model_missing": "Put the model file where the message says, then copy the audio into the "
-    "inbox again.",
-    "too_long": "Split the recording into shorter parts, or raise transcribe.max_audio_seconds.",
-    "link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
-    "gpu_library": "Install the libraries the message names, restart the service, then copy the "
-    "audio into the inbox again.",
-    "bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it into "
-    "the inbox again.",
-}
+HINT_KINDS = frozenset({"not_audio", "bad_sidecar", "model_missing", "too_long",
+                        "path_too_long", "link", "bad_name", "held",
+                        "gpu_library"})  # i18n "hint.<kind>"
 
 
 def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
@@ -61,9 +52,12 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
                 return  # another node (or our own start-up pass) settled it first
         except (OSError, ValueError) as err:
             # The task's outcome stands; the file stays where it is and the row says so.
-            log.error("task %s: could not move %s: %s", task.id, display(task.source), err)
-            queue.update_fields(task.id, error_message=(task.error_message or "") +
-                                f" (the source file could not be moved: {err})")
+            log.error("task %s: could not move %s (tried again every minute): %s", task.id,
+                      display(task.source), err)
+            note = " (the source file could not be moved"
+            if note not in (task.error_message or ""):
+                queue.update_fields(task.id, error_message=(task.error_message or "") +
+                                    f"{note}: {err})")
     try:
         if task.status == FAILED:
             _report(settings, task)
@@ -86,8 +80,9 @@ def _replaced(settings: Settings, task: Task) -> bool:
 
 def report_name(task: Task) -> str:
     """``<source file name>.error.txt``: ``x.mp3`` and ``x.wav`` each get their own report,
-    kept under the 255-byte name limit."""
-    return fsops.fit_name(PurePosixPath(task.source).name, len(REPORT_SUFFIX)) + REPORT_SUFFIX
+    kept under the 255-byte name limit and Windows' naming rules (fsops)."""
+    name = fsops.fit_name(PurePosixPath(task.source).name, len(REPORT_SUFFIX))
+    return fsops.windows_safe_name(name) + REPORT_SUFFIX
 
 
 def _remove_report(settings: Settings, task: Task) -> None:
@@ -109,14 +104,16 @@ def discard_partial(settings: Settings, task: Task) -> None:
 
 def _report(settings: Settings, task: Task) -> None:
     rel = PurePosixPath(task.source)
+    lang = settings.ui_language
     out_dir = outputs.output_dir_for(settings.outbox, rel)
     outputs.write_error_report(
         out_dir,
         report_name(task)[: -len(REPORT_SUFFIX)],
         source_name=task.source,
-        message=task.error_message or "unknown error",
+        message=i18n.reason(task.error_kind, task.error_message, lang),
         moved_to=settings.failed / rel.parent / rel.name,
         attempts=task.attempts,
         when=task.finished_at or task.created_at,
-        hint=HINTS.get(task.error_kind or ""),
+        hint=i18n.t(f"hint.{task.error_kind}", lang) if task.error_kind in HINT_KINDS else None,
+        lang=lang,
     )

@@ -13,19 +13,20 @@ Three rules shape this module:
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
+
+from . import fsops
 
 # Path rules live in fsops (one place for every folder); re-exported for existing callers.
 from .fsops import UnsafePathError, fit_name, output_dir_for, safe_join  # noqa: F401
@@ -47,7 +48,6 @@ _RESERVED_JSON_KEYS = frozenset({"text", "segments", "language"})
 # Our temp files: ".<final name>.<12 hex>.tmp" — hidden, ignored by the watcher (".*", "*.tmp"),
 # and specific enough that cleanup never mistakes someone else's file for ours.
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$", re.DOTALL)
-_MAX_NAME_BYTES = 240  # NAME_MAX is 255 bytes on Linux; leave room
 
 
 def _check_stem(stem: str) -> None:
@@ -60,34 +60,23 @@ def _check_stem(stem: str) -> None:
 # --- atomic file writing --------------------------------------------------------------------
 
 
-_TEMP_TAIL = len("0123456789ab.tmp")  # what follows the prefix: 12 random hex digits, ".tmp"
-
-
-def _temp_prefix(final_name: str) -> str:
-    """``.<final name>.``, or ``.<hash of it>.`` where the whole temp name would be too long."""
-    prefix = f".{final_name}."
-    if len(prefix.encode("utf-8")) + _TEMP_TAIL > _MAX_NAME_BYTES:
-        prefix = f".{hashlib.sha1(final_name.encode('utf-8')).hexdigest()[:16]}."
-    return prefix
+_TEMP_TAIL = fsops.TEMP_TAIL
+_temp_prefix = fsops.temp_prefix
 
 
 def _temp_path(out_dir: Path, final_name: str) -> Path:
-    return out_dir / f"{_temp_prefix(final_name)}{secrets.token_hex(6)}.tmp"
+    return fsops.temp_beside(Path(out_dir) / final_name)
 
 
 def _write_temp(out_dir: Path, final_name: str, render: Callable[[TextIO], None]) -> Path:
-    """Render into a new hidden temp file in ``out_dir``, fsynced; the caller renames it."""
-    tmp = _temp_path(out_dir, final_name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as fh:
-            render(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    return tmp
+    """Render text (UTF-8, ``\\n`` line ends) into a temp beside the final name (fsops)."""
+    def write(raw: IO[bytes]) -> None:
+        fh = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        render(fh)
+        fh.flush()
+        fh.detach()  # fsops closes the raw file after its fsync
+
+    return fsops.write_temp(Path(out_dir) / final_name, write)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -99,20 +88,7 @@ def _unlink_quietly(path: Path) -> None:
         log.warning("could not remove temp file %s: %s", path, exc)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames durable (POSIX); Windows has no directory handles to fsync."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fsops.fsync_dir
 
 
 def _backup(final: Path) -> Path | None:
@@ -138,12 +114,12 @@ def _commit(pairs: Sequence[tuple[Path, Path]]) -> None:
         for tmp, final in pairs:
             backup = _backup(final)
             done.append((final, backup))
-            os.replace(tmp, final)
+            fsops.replace(tmp, final)
     except BaseException:
         for final, backup in reversed(done):
             try:
                 if backup is not None:
-                    os.replace(backup, final)
+                    fsops.replace(backup, final)
                     # rename() between two links to the same file does nothing and keeps both
                     # names (POSIX); that happens when the final was never replaced.
                     _unlink_quietly(backup)
@@ -315,28 +291,33 @@ def write_error_report(
     when: datetime,
     hint: str | None = None,
     moved_to: str | None = None,
+    lang: str = "en",
 ) -> Path:
-    """Write ``<stem>.error.txt``: which file, what went wrong, what to do next (plain English).
+    """Write ``<stem>.error.txt``: which file, what went wrong, what to do next, in plain words
+    of ``lang`` (``message`` and ``hint`` already in it: see i18n.reason).
 
     ``moved_to`` is where the source went (e.g. ``failed/team/talk.mp3``); it defaults to the
     failed folder in general terms.
     """
+    from . import i18n
+
     _check_stem(stem)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-    where = f"to {moved_to}" if moved_to else "to the failed folder"
+    tries = (i18n.t("report.one_try", lang) if attempts == 1
+             else i18n.t("report.n_tries", lang, n=attempts))
+    where = (i18n.t("report.moved_to", lang, path=moved_to) if moved_to
+             else i18n.t("report.to_failed", lang))
     lines = [
-        f"DropScribe could not transcribe \"{source_name}\".",
+        i18n.t("report.title", lang, file=source_name),
         "",
-        f"What went wrong: {message.strip()}",
-        f"Gave up after {tries}, last at {_local_time(when)}.",
+        i18n.t("report.what", lang, reason=message.strip()),
+        i18n.t("report.tries", lang, tries=tries, when=_local_time(when)),
         "",
-        f"What to do next: the file was moved {where}. "
-        "Fix the problem and copy it into the inbox again.",
+        i18n.t("report.next", lang, where=where),
     ]
     if hint:
-        lines.append(f"Hint: {hint.strip()}")
+        lines.append(i18n.t("report.hint", lang, hint=hint.strip()))
     text = "\n".join(lines) + "\n"
     final = out_dir / f"{stem}.error.txt"
     tmp = _write_temp(out_dir, final.name, lambda fh: fh.write(text))
@@ -359,23 +340,20 @@ def write_text(out_dir: Path, name: str, text: str) -> Path:
 # --- one set of names per task ---------------------------------------------------------------
 
 
-def free_stem(out_dir: Path, stem: str, taken: set[str] = frozenset()) -> str:
-    """``stem``, or ``stem (2)``, ``stem (3)`` … when another file's transcripts already use it.
+def transcript_stem(out_dir: Path, stem: str, taken: Collection[str] = ()) -> str:
+    """The name a task's transcripts get: the source's stem made safe for Windows readers
+    (fsops.windows_safe_name, on every platform), or ``stem (2)``, ``stem (3)`` … when another
+    file's transcripts already use it in any letter case (fsops.free_stem).
 
     ``talk.mp3`` and ``talk.wav`` in one folder, or the same recorder name dropped again next
-    week, must not overwrite each other's transcripts. ``taken`` are stems other running tasks
-    have been given but not written yet. An ``.error.txt`` alone does not take a name: after a
-    failure the user fixes the file and drops it again, and its transcript belongs there.
+    week, must not overwrite each other's transcripts; nor may ``Talk.wav`` and ``talk.wav``
+    (one file on NTFS). ``taken`` are stems other running tasks have been given but not written
+    yet. An ``.error.txt`` alone does not take a name: after a failure the user fixes the file
+    and drops it again, and its transcript belongs there.
     """
     _check_stem(stem)
-    stem = fit_name(stem, len(" (9999).json"))  # a 250-byte source name still gets transcripts
-    for n in range(1, 10_000):
-        candidate = stem if n == 1 else f"{stem} ({n})"
-        if candidate not in taken and not any(
-            (Path(out_dir) / f"{candidate}.{fmt}").exists() for fmt in OUTPUT_FORMATS
-        ):
-            return candidate
-    raise FileExistsError(f"no free output name for {stem!r} in {out_dir}")
+    stem = fsops.windows_safe_name(fit_name(stem, len(" (9999).error.txt")))
+    return fsops.free_stem(out_dir, stem, [f".{fmt}" for fmt in OUTPUT_FORMATS], taken)
 
 
 def remove_partial(out_dir: Path, stem: str) -> int:
@@ -442,12 +420,12 @@ def remove_temp_leftovers(out_dir_root: Path, max_age_minutes: float = 60.0) -> 
 __all__ = [
     "OUTPUT_FORMATS",
     "UnsafePathError",
-    "free_stem",
     "is_temp_name",
     "output_dir_for",
     "remove_partial",
     "remove_temp_leftovers",
     "speaker_text",
+    "transcript_stem",
     "write_error_report",
     "write_text",
     "write_transcripts",

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import signal
+import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import db, gpu, minutes, outcome, status
+from . import catalog, db, fsops, gpu, minutes, outcome, status
 from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
-from .scheduler import Dispatcher, node_id
+from .instance import AlreadyRunning, InstanceLock
+from .scheduler import Dispatcher, node_id, worker_context
 from .tasks import TaskQueue
 from .vram import VramPool
 from .watcher import InboxWatcher
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
 INTEGRITY_SECONDS = 60.0  # how often maintenance runs the database's quick_check
+SETTLE_RETRY_SECONDS = 60.0  # how often moves that failed (a file held open) are tried again
 
 
 class StartError(RuntimeError):
@@ -39,14 +42,44 @@ def heartbeat_path(settings: Settings) -> Path:
     return settings.logs / "service-status.json"
 
 
+def prepare(settings: Settings) -> None:
+    """Create the folders and check what settings.yaml names, before anything else runs: one
+    line naming the key (StartError) instead of a traceback hours later."""
+    folders = [("paths.inbox", settings.inbox), ("paths.outbox", settings.outbox),
+               ("paths.archive", settings.archive), ("paths.failed", settings.failed),
+               ("paths.logs", settings.logs), ("models.dir", settings.models_dir)]
+    for key, folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StartError(f"{key}: {folder} cannot be used as a folder ({err.strerror or err}"
+                             "; is a file in the way?)") from None
+        if not folder.is_dir():
+            raise StartError(f"{key}: {folder} is a file, not a folder")
+    try:
+        worker_context(settings.scheduler.start_method)
+    except ValueError as err:
+        raise StartError(str(err)) from None
+    name = settings.models.default
+    if name not in catalog.OFFICIAL and name not in catalog.local_models(settings.models_dir):
+        local = catalog.local_models(settings.models_dir)
+        there = ", ".join(local) if local else "none"
+        raise StartError(
+            f"models.default: {name!r} is neither an official model name "
+            f"({', '.join(sorted(catalog.OFFICIAL))}) nor a model in models.dir "
+            f"({settings.models_dir}; models there: {there})")
+
+
 class Service:
     def __init__(
         self,
         settings: Settings,
         clock: Clock | None = None,
         backend: gpu.GpuBackend | None | str = "auto",
+        instance_lock: InstanceLock | None = None,
     ) -> None:
         self.settings = settings
+        self._instance = instance_lock  # cli takes it before the log file opens
         self.clock = clock or SystemClock()
         if backend == "auto":
             backend = gpu.detect(settings.gpu.devices, settings.gpu.simulate)
@@ -59,12 +92,25 @@ class Service:
         self._started_at = datetime.now()
         self._storage: list[str] = []
         self._last_integrity = 0.0
+        self._last_settle = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        """Refuse a second service on these settings/database, then start everything."""
+        prepare(self.settings)
+        if self._instance is None:
+            try:
+                self._instance = InstanceLock(self.settings)
+            except AlreadyRunning as err:
+                raise StartError(str(err)) from None
+        try:
+            self._start()
+        except BaseException:
+            self._instance.release()
+            raise
+
+    def _start(self) -> None:
         cfg = self.settings
-        for folder in (cfg.inbox, cfg.outbox, cfg.archive, cfg.failed, cfg.logs, cfg.models_dir):
-            folder.mkdir(parents=True, exist_ok=True)
         url = cfg.database_url
         db.migrate(url)
         problem = db.integrity_problem(url)
@@ -80,6 +126,7 @@ class Service:
             outcome.discard_partial(cfg, task)
         for task in self.queue.unsettled():  # includes failed tasks just recovered above
             outcome.settle(cfg, self.queue, task)
+        self._last_settle = time.monotonic()
         self.calibration = Calibration(
             self.queue.engine, self.clock, confidence_factor=cfg.gpu.confidence_factor,
             k=cfg.gpu.calibration_k, window=cfg.gpu.calibration_samples,
@@ -162,10 +209,25 @@ class Service:
                 outcome.discard_partial(self.settings, task)
                 if task.status == "failed":
                     self._settled(task)
+            self._settle_leftovers()
             self._check_storage()
             self._heartbeat()
         except Exception:  # noqa: BLE001
             log.exception("maintenance failed")
+
+    def _settle_leftovers(self) -> None:
+        """Sources whose move to archive/ or failed/ failed (a player, a sync client or an
+        antivirus scan held them longer than fsops' retries) are moved again, every
+        SETTLE_RETRY_SECONDS, not only at the next start. Only tasks settled a while ago:
+        the dispatcher may be settling a fresh one right now."""
+        if time.monotonic() - self._last_settle < SETTLE_RETRY_SECONDS:
+            return
+        self._last_settle = time.monotonic()
+        assert self.queue is not None
+        cutoff = self.clock.now() - timedelta(seconds=SETTLE_RETRY_SECONDS)
+        for task in self.queue.unsettled(finished_before=cutoff):
+            log.info("task %s: moving %s again", task.id, task.source)
+            outcome.settle(self.settings, self.queue, task)
 
     def _check_storage(self) -> None:
         """Inbox and database still there and sound? (/health reports storage_problems())."""
@@ -197,10 +259,8 @@ class Service:
         """A small JSON file `status` reads: is the service alive, what runs, the GPUs."""
         # status.live reads the running tasks safely from this (maintenance) thread.
         data = {**status.live(self), "heartbeat": time.time()}
-        path = heartbeat_path(self.settings)
-        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # writers don't clash
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        fsops.atomic_write(heartbeat_path(self.settings),
+                           json.dumps(data, ensure_ascii=False).encode("utf-8"))
 
     def stop(self) -> None:
         """Stop taking work, stop the workers, requeue their tasks (no attempt spent)."""
@@ -225,6 +285,8 @@ class Service:
             heartbeat_path(self.settings).unlink(missing_ok=True)
         except OSError:
             pass
+        if self._instance is not None:
+            self._instance.release()
         log.info("DropScribe stopped")
         self._stop.set()
 
@@ -239,3 +301,38 @@ class Service:
                 pass
         finally:
             self.stop()
+
+
+def run_foreground(settings: Settings) -> int:
+    """`python app.py` and `service debug` on Linux: the service in this console until Ctrl-C
+    (or SIGTERM, SIGHUP, Ctrl-Break), which stops it cleanly. Lives here, not in cli, so the
+    Windows/systemd module needs no import of the command line (no cli ↔ winservice cycle)."""
+    from . import logs
+
+    try:
+        prepare(settings)  # folders and models.default, before the log file needs its folder
+    except StartError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:  # before the log file opens: a second service must not write into the first's log
+        lock = InstanceLock(settings)
+    except AlreadyRunning as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    logs.setup(settings.logs, console=True)
+    service = Service(settings, instance_lock=lock)
+
+    def _stop(signum, _frame):  # noqa: ANN001
+        log.info("stop requested (signal %s)", signum)
+        service.request_stop()
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGHUP: a closed terminal or
+        if hasattr(signal, name):                            # ssh session; SIGBREAK: Windows
+            signal.signal(getattr(signal, name), _stop)
+    try:
+        service.run_forever()
+    except StartError as err:
+        log.error("DropScribe cannot start: %s", err)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path, PurePosixPath
 
-from . import engines, minutes, options, outcome, outputs
+from . import engines, fsops, minutes, options, outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
@@ -35,6 +35,7 @@ from .worker import PRELOAD, Job
 from .worker import main as worker_main
 
 log = logging.getLogger(__name__)
+worker_log = logging.getLogger("service.worker")  # worker records, relayed over their pipes
 
 
 def node_id() -> str:
@@ -42,15 +43,21 @@ def node_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
-    """How worker processes start. Never plain fork: a forked CUDA context is unusable.
+def worker_context(method: str = "auto") -> multiprocessing.context.BaseContext:
+    """How worker processes start (`scheduler.start_method`). Never plain fork: a forked CUDA
+    context is unusable.
 
-    POSIX: a forkserver that has imported torch and whisper once (it never touches CUDA), so a
-    worker starts in milliseconds instead of ~1.5 s of imports that would compete for the CPU
-    with the running task. Windows (and where forkserver is missing): spawn, with pre-started
-    workers hiding the imports.
+    forkserver (auto on POSIX): a server process that has imported torch and whisper once (it
+    never touches CUDA), so a worker starts in milliseconds instead of ~1.5 s of imports that
+    would compete for the CPU with the running task. spawn (auto on Windows, where there is no
+    forkserver; chosen on Linux it runs the Windows way, as CI does once): pre-started workers
+    hide the imports. ValueError when forkserver is asked for where there is none.
     """
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    available = multiprocessing.get_all_start_methods()
+    if method == "forkserver" and "forkserver" not in available:
+        raise ValueError("scheduler.start_method: forkserver is not available on this system "
+                         "(Windows); use auto or spawn")
+    if method in ("auto", "forkserver") and "forkserver" in available:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         return ctx
@@ -109,21 +116,28 @@ class Dispatcher:
         self.calibration = calibration
         self.planner = None
         self._gpu_names: dict[int, str] = {}
+        self._gpu_uuids: dict[int, str | None] = {}
         if pool is not None:
             rtf = calibration.rtf if calibration is not None else (lambda g, m: default_rtf(m))
             self.planner = Planner(pool, clock, rtf, self._kind)
-            self._gpu_names = {g.index: g.name for g in pool.backend.devices()}
+            cards = pool.backend.devices()
+            self._gpu_names = {g.index: g.name for g in cards}
+            self._gpu_uuids = {g.index: g.uuid for g in cards}
         self.on_settled = on_settled
         self.worker_id = worker_id or node_id()
         self.running: dict[int, Running] = {}
         self._spares: list[_Proc] = []
         self._warm: list[Warm] = []
         self._exiting: list[tuple[_Proc, int]] = []  # done; VRAM is released once they exit
-        self._ctx = worker_context()
+        self._ctx = worker_context(settings.scheduler.start_method)
         self._lock = threading.Lock()
         self._last_renew = 0.0
         self._stopping = False
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)  # see wake()
+        self._start_errors: set[str] = set()  # reasons already logged at ERROR
+        self._start_failures = 0
+        self._last_start_error = ""
+        self._next_spawn = 0.0
 
     # ---- the job -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -250,7 +264,7 @@ class Dispatcher:
             folder = PurePosixPath(task.source).parent  # names given to running tasks, any node
             taken = {t.output_stem for t in self.queue.active()
                      if t.id != task.id and PurePosixPath(t.source).parent == folder}
-            stem = outputs.free_stem(out_dir, PurePosixPath(task.source).stem, taken)
+            stem = outputs.transcript_stem(out_dir, PurePosixPath(task.source).stem, taken)
             task.options = {**(task.options or {}), "output_stem": stem}
             self.queue.update_fields(task.id, options=task.options)
         return task.output_stem
@@ -264,6 +278,9 @@ class Dispatcher:
             1, (os.cpu_count() or 1) // cfg.cpu.max_concurrent_tasks
         )
         simulated = self.pool is not None and self.pool.backend.simulated
+        stem = self._output_stem(task, out_dir)
+        longest = max((f".{fmt}" for fmt in formats), key=len)
+        fsops.check_path_length(out_dir / f"{stem}{longest}")  # Windows' MAX_PATH: say so now
         return Job(
             task_id=task.id,
             source_path=str(outputs.safe_join(cfg.inbox, task.source)),
@@ -272,12 +289,13 @@ class Dispatcher:
             models_dir=str(cfg.models_dir),
             allow_download=cfg.models.allow_download,
             out_dir=str(out_dir),
-            stem=self._output_stem(task, out_dir),
+            stem=stem,
             formats=tuple(formats),
             language=task.language,
             task=task.task,
             decoding=options.resolve(cfg.transcribe, task.options or {}).model_dump(mode="json"),
             gpu=None if simulated else gpu,
+            gpu_uuid=None if simulated or gpu is None else self._gpu_uuids.get(gpu),
             threads=threads,
             progress_seconds=cfg.scheduler.progress_seconds,
             keep_warm_seconds=cfg.models.keep_warm_seconds,
@@ -299,8 +317,12 @@ class Dispatcher:
         try:
             job = self._job(task, gpu)
         except ValueError as err:  # an unsafe path: never write outside the outbox
-            kind, message = ("bad_options", f"Invalid transcription options: {err}") if \
-                isinstance(err, options.OptionsError) else ("unsafe_path", f"Refused: {err}")
+            if isinstance(err, options.OptionsError):
+                kind, message = "bad_options", f"Invalid transcription options: {err}"
+            elif isinstance(err, fsops.PathTooLongError):
+                kind, message = "path_too_long", f"Cannot write the transcripts: {err}"
+            else:
+                kind, message = "unsafe_path", f"Refused: {err}"
             self._failed(task.id, kind, message, retryable=False)
             self._release(task.id)
             if proc is not None:
@@ -311,9 +333,16 @@ class Dispatcher:
         try:
             proc.conn.send(job)
         except (OSError, EOFError) as err:
+            proc.process.join(timeout=5)
+            failures = self._start_failures
+            self._drain_spare(proc)  # it died: did it say why?
+            self._release(task.id)
+            if self._start_failures > failures:  # it could not start: back off, say why
+                self._failed(task.id, "worker_start", self._last_start_error,
+                             retryable=True, resource=True)
+                return
             log.warning("worker could not take task %s (%s); requeueing", task.id, err)
             proc.process.kill()
-            self._release(task.id)
             self.queue.requeue(task.id, self.worker_id, "worker failed to start")
             return
         self.running[task.id] = Running(task, proc, gpu, estimate_mb, expected_end)
@@ -334,13 +363,21 @@ class Dispatcher:
             proc = self._spares.pop(0)
             if proc.process.is_alive():
                 return proc
-            proc.conn.close()
+            self._drain_spare(proc)
         return None
 
     def _prestart(self) -> None:
-        self._spares = [p for p in self._spares if p.process.is_alive()]
+        alive = []
+        for proc in self._spares:
+            if proc.process.is_alive():
+                alive.append(proc)
+            else:
+                self._drain_spare(proc)
+        self._spares = alive
         if self.running and self._ctx.get_start_method() == "forkserver":
             return  # a fork takes milliseconds: don't compete with running work for the CPU
+        if time.monotonic() < self._next_spawn:
+            return  # the last spare died while starting: back off
         want = self.settings.scheduler.prestart_workers
         while len(self._spares) < want:
             self._spares.append(self._spawn())
@@ -437,6 +474,16 @@ class Dispatcher:
         kind, *args = msg
         tid = run.task.id
         if kind == "ready":
+            self._start_failures = 0
+            return
+        if kind == "log":
+            self._worker_log(run.proc, *args, task_id=tid)
+            return
+        if kind == "startup_error":
+            run.done = True
+            self._start_failed(args[0])
+            # Not the file's fault: requeued without an attempt, a few times (then spent).
+            self._failed(tid, "worker_start", args[0], retryable=True, resource=True)
             return
         if kind == "loaded":
             if self.pool is not None:
@@ -473,6 +520,41 @@ class Dispatcher:
                 log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
                             tid, run.task.model, new)
             self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
+
+    def _worker_log(self, proc: _Proc, level: int, name: str, text: str,
+                    task_id: int | None = None) -> None:
+        """A worker's log record, written into the service log (and so the Event Log)."""
+        where = f"task {task_id}" if task_id is not None else "spare"
+        worker_log.log(level, "worker %s (%s) %s: %s", proc.process.pid, where, name, text)
+
+    def _start_failed(self, reason: str) -> None:
+        """A worker died while starting: say why at ERROR once per reason, and wait longer
+        before starting the next spare (1 s, 2 s, 4 s … 5 min), not a spawn loop."""
+        self._start_failures += 1
+        self._last_start_error = reason
+        delay = min(300.0, 2.0 ** (self._start_failures - 1))
+        self._next_spawn = time.monotonic() + delay
+        if reason not in self._start_errors:
+            self._start_errors.add(reason)
+            log.error("%s", reason)
+        else:
+            log.debug("worker start failed again (%d), next try in %.0f s", self._start_failures,
+                      delay)
+
+    def _drain_spare(self, proc: _Proc) -> None:
+        """What a spare said before it died (its log, why it could not start)."""
+        try:
+            while proc.conn.poll():
+                msg = proc.conn.recv()
+                if msg[0] == "log":
+                    self._worker_log(proc, *msg[1:])
+                elif msg[0] == "startup_error":
+                    self._start_failed(msg[1])
+                elif msg[0] == "ready":
+                    self._start_failures = 0
+        except (EOFError, OSError):
+            pass
+        proc.conn.close()
 
     def _learn(self, run: Running, info: dict) -> None:
         """Feed the measured RAM and VRAM peaks and the speed back into the estimates."""
@@ -527,26 +609,42 @@ class Dispatcher:
 
     # ---- stopping ------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Stop every worker and give their tasks back without spending an attempt."""
+        """Give every running task back without spending an attempt, then stop all workers.
+
+        Windows allows seconds at shutdown: the requeue is ONE transaction first (nothing is
+        left half-recorded if the power goes), then every worker is killed at once and
+        waited for together, instead of one by one. Their deaths are not crashes of a task:
+        the tasks are already pending, and no exit is examined after this.
+        """
         self._stopping = True
         with self._lock:
-            for task_id in list(self.running):
-                run = self._stop_task(task_id)
-                self.queue.requeue(task_id, self.worker_id, "service stopped")
+            runs = dict(self.running)
+            for run in runs.values():
+                run.done = True  # whatever the worker does now, it is not the task's doing
+            self.queue.requeue_all(list(runs), self.worker_id, "service stopped")
+            for task_id, run in runs.items():
                 log.info("task %s requeued (service stopping): %s", task_id, run.task.source)
-            for proc in [w.proc for w in self._warm] + [p for p, _ in self._exiting]:
-                proc.process.kill()
-                proc.process.join(timeout=5)
-            self._warm.clear()
-            self._exiting.clear()
+            procs = [r.proc for r in runs.values()] + [w.proc for w in self._warm] + [
+                p for p, _ in self._exiting]
             for proc in self._spares:
                 try:
-                    proc.conn.send(None)
+                    proc.conn.send(None)  # a spare leaves by itself
                 except OSError:
                     pass
-                proc.process.join(timeout=2)
+            for proc in procs:
+                proc.process.kill()
+            deadline = time.monotonic() + 5
+            for proc in procs + self._spares:
+                proc.process.join(timeout=max(0.0, deadline - time.monotonic()))
                 if proc.process.is_alive():
                     proc.process.kill()
+                    proc.process.join(timeout=1)
+            for task_id, run in runs.items():
+                outcome.discard_partial(self.settings, run.task)
+                self._release(task_id)
+            self.running.clear()
+            self._warm.clear()
+            self._exiting.clear()
             self._spares.clear()
 
     def idle(self) -> bool:

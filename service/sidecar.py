@@ -56,7 +56,8 @@ def read_sidecar(path: Path, known_models: set[str]) -> Sidecar:
     try:
         data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
-        raise SidecarError(f"cannot read {path.name}: it is not UTF-8 text ({err})") from None
+        raise SidecarError(f"cannot read {path.name}: it is not UTF-8 text (byte {err.start}); "
+                           "save it as UTF-8") from None
     except json.JSONDecodeError as err:
         raise SidecarError(
             f"{path.name} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"

@@ -12,6 +12,7 @@ import os
 from datetime import datetime
 from typing import Any
 
+from . import i18n
 from .calibration import Calibration
 from .config import Settings
 from .i18n import duration, state_name, t
@@ -185,7 +186,8 @@ def render_text(data: dict, lang: str) -> str:
     if data["recent_failures"]:
         out.append(t("status.failures", lang))
         for f in data["recent_failures"]:
-            out.append(t("status.failure", lang, id=f["id"], file=f["source"], error=f["error"]))
+            error = i18n.reason(f.get("kind"), f.get("error"), lang)
+            out.append(t("status.failure", lang, id=f["id"], file=f["source"], error=error))
     if data.get("minutes"):
         counts = t("status.list_sep", lang).join(
             t("status.count", lang, state=t(f"minutes.{k}", lang), n=n)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from . import status
+from . import i18n, status
 from .i18n import duration, normalize, state_name, t
 
 REFRESH_SECONDS = 5
@@ -131,7 +131,7 @@ def render_page(data: dict, lang: str, health: tuple[bool, list[str], dict] | No
     for f in data["recent_failures"]:
         when = (f.get("at") or "").replace("T", " ")
         add(f'<div class="task"><div class="file">#{int(f["id"])} {_e(f["source"])}</div>'
-            f'<div class="err">{_e(f.get("error"))}</div>'
+            f'<div class="err">{_e(i18n.reason(f.get("kind"), f.get("error"), lang))}</div>'
             f'<div class="muted">{_e(when)}</div></div>')
     add("</section>")
 

@@ -58,6 +58,8 @@ class Task(Base):
     status: Mapped[str] = mapped_column(String(20), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     resource_retries: Mapped[int] = mapped_column(Integer, default=0)
+    # requeues after the service itself died (not the file's fault; bounded, see tasks.py)
+    crash_retries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     worker_id: Mapped[str | None] = mapped_column(String(200))
@@ -90,7 +92,8 @@ class Task(Base):
     @property
     def output_stem(self) -> str:
         """Its transcripts' file name without extension: given at the first claim (a free
-        name: see outputs.free_stem) and kept in options, so retries rewrite the same files."""
+        name: see outputs.transcript_stem) and kept in options, so retries rewrite the same
+        files."""
         return (self.options or {}).get("output_stem") or PurePosixPath(self.source).stem
 
     __table_args__ = (

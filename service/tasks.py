@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 # A resource error (CUDA out of memory) requeues without spending an attempt, but only this often.
 MAX_RESOURCE_RETRIES = 5
+# A task found running after the *service* died (kill -9, power cut, forced reboot) or whose
+# node stopped renewing its lease is requeued without spending an attempt, but only this often:
+# a file that really brings the whole service down still ends.
+MAX_CRASH_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,8 @@ class TaskQueue:
                 source=new.source, size=new.size, mtime_ns=new.mtime_ns, sha256=new.sha256,
                 audio_seconds=new.audio_seconds, model=new.model, language=new.language,
                 task=new.task, priority=new.priority, options=new.options, status=status,
-                attempts=1 if failed else 0, resource_retries=0, max_attempts=new.max_attempts,
+                attempts=1 if failed else 0, resource_retries=0, crash_retries=0,
+                max_attempts=new.max_attempts,
                 progress=0.0, created_at=now, source_state="inbox",
             )
             if failed:
@@ -322,21 +327,26 @@ class TaskQueue:
         retryable: bool,
         backoff_seconds: float,
         resource: bool = False,
+        crash: bool = False,
     ) -> Task | None:
         """An attempt failed: back to pending with exponential backoff, or failed for good.
 
         `resource=True` (out of GPU memory) requeues without spending a normal attempt, at most
-        MAX_RESOURCE_RETRIES times, so it cannot loop forever.
+        MAX_RESOURCE_RETRIES times; `crash=True` (the service, not the file, died) likewise at
+        once, at most MAX_CRASH_RETRIES times. Neither can loop forever.
         """
         with self._sessions() as s:
             task = s.get(Task, task_id)
             if task is None or task.status not in ACTIVE_STATES:
                 return None  # only a running attempt can fail
             frm, attempts, rr = task.status, task.attempts, task.resource_retries
-            max_attempts = task.max_attempts
+            cr, max_attempts = task.crash_retries, task.max_attempts
         if resource and rr < MAX_RESOURCE_RETRIES:
             rr += 1
             delay = min(backoff_seconds, 5.0) * rr
+        elif crash and cr < MAX_CRASH_RETRIES:
+            cr += 1
+            delay = 0.0
         else:
             attempts += 1
             delay = backoff_seconds * 2 ** (attempts - 1)
@@ -344,7 +354,8 @@ class TaskQueue:
         now = self.clock.now()
         common = dict(
             worker=worker_id, detail=f"{kind}: {message}", attempts=attempts,
-            resource_retries=rr, error_kind=kind, error_message=message, lease_expires_at=None,
+            resource_retries=rr, crash_retries=cr, error_kind=kind, error_message=message,
+            lease_expires_at=None,
         )
         if worker_id is not None and frm in ACTIVE_STATES:
             common["only_worker"] = worker_id
@@ -362,11 +373,35 @@ class TaskQueue:
             detail=reason, lease_expires_at=None, progress=0.0, next_attempt_at=None,
         )
 
+    def requeue_all(self, task_ids: Iterable[int], worker_id: str, reason: str) -> list[int]:
+        """Give back every running task of this node in ONE transaction (a stop, a Windows
+        shutdown that allows seconds): all are pending again, or none is. Returns their ids."""
+        ids = list(task_ids)
+        if not ids:
+            return []
+        with self._sessions.begin() as s:
+            rows = s.execute(
+                update(Task)
+                .where(Task.id.in_(ids), Task.status.in_(ACTIVE_STATES),
+                       Task.worker_id == worker_id)
+                .values(status=PENDING, lease_expires_at=None, progress=0.0,
+                        next_attempt_at=None)
+                .returning(Task.id, Task.source)
+            ).all()
+            for task_id, _source in rows:
+                self._event(s, task_id, None, PENDING, worker_id, reason)
+        for task_id, source in rows:
+            log.info(i18n.t("task.state_log", self.lang, id=task_id,
+                            state=i18n.state_name(PENDING, self.lang), file=display(source)))
+        return [task_id for task_id, _source in rows]
+
     def reap_expired(
         self, backoff_seconds: float, *, dead_workers: Collection[str] = ()
     ) -> list[Task]:
-        """Running tasks whose lease expired (or, at start-up, that this node left behind when
-        it crashed) go back to pending with an attempt spent, or to failed when spent."""
+        """Running tasks whose lease expired (their node stopped) or, at start-up, that this
+        node left behind when it crashed go back to pending. Their service died, not their
+        file: no attempt is spent (bounded by MAX_CRASH_RETRIES). A worker that dies while its
+        service lives is the dispatcher's `worker_crashed`, which does spend one."""
         now = self.clock.now()
         cond = [Task.status.in_(ACTIVE_STATES)]
         if dead_workers:
@@ -381,7 +416,7 @@ class TaskQueue:
                 task_id, worker, "interrupted",
                 "The transcription was interrupted (the service or its worker stopped "
                 "unexpectedly).",
-                retryable=True, backoff_seconds=backoff_seconds,
+                retryable=True, backoff_seconds=backoff_seconds, crash=True,
             )
             if t is not None:
                 out.append(t)
@@ -398,7 +433,8 @@ class TaskQueue:
         """failed/cancelled → pending with fresh attempts (the source must be back in place)."""
         return self._cas(
             task_id, (FAILED, CANCELLED), PENDING, detail="retry requested", attempts=0,
-            resource_retries=0, next_attempt_at=None, finished_at=None, error_kind=None,
+            resource_retries=0, crash_retries=0, next_attempt_at=None, finished_at=None,
+            error_kind=None,
             error_message=None, progress=0.0,
         )
 
@@ -453,13 +489,15 @@ class TaskQueue:
             rows = s.scalars(select(Task.worker_id).where(Task.status.in_(ACTIVE_STATES)))
             return {w for w in rows if w}
 
-    def unsettled(self) -> list[Task]:
+    def unsettled(self, finished_before: datetime | None = None) -> list[Task]:
         """Completed/failed tasks whose source is still in the inbox: the service stopped
-        between recording the outcome and moving the file. Start-up finishes the move."""
+        between recording the outcome and moving the file, or the move failed (the file was
+        held open). Start-up and then maintenance finish the move."""
+        cond = [Task.status.in_((COMPLETED, FAILED)), Task.source_state == "inbox"]
+        if finished_before is not None:
+            cond.append(Task.finished_at < finished_before)
         with self._sessions() as s:
-            rows = list(s.scalars(select(Task).where(
-                Task.status.in_((COMPLETED, FAILED)), Task.source_state == "inbox"
-            )))
+            rows = list(s.scalars(select(Task).where(*cond)))
             s.expunge_all()
             return rows
 

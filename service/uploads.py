@@ -8,8 +8,9 @@ The watcher must never see half a file, and no name may write anywhere but the i
   a file that exists, so two uploads of one name become ``talk.wav`` and ``talk (2).wav``; its
   sidecar (the page's choices, the same JSON the inbox uses) is placed first, so the watcher
   never admits the audio without it;
-* names go through the outputs' path rules (``outputs.safe_join``) plus the few a Windows inbox
-  adds (device names like ``CON``, trailing dots); a bad name is refused with a reason.
+* names go through the outputs' path rules (``outputs.safe_join``) plus Windows' naming rules
+  (``fsops.windows_name_problem``: device names like ``CON``, trailing dots); a bad name is
+  refused with a reason.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from . import audio, outputs
+from . import audio, fsops, outputs
 from .config import Settings
 from .files import SIDECAR_SUFFIX
 
@@ -37,10 +38,7 @@ log = logging.getLogger(__name__)
 
 WEB_FOLDER = "web"
 MAX_NAME_BYTES = 200  # leaves room for " (12)", ".json" and the outputs' suffixes
-_WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)$",
-                              re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_WINDOWS_BAD = re.compile(r'[<>:"|?*]')
 
 
 class UploadError(ValueError):
@@ -67,9 +65,7 @@ def clean_name(name: str, ignore: list[str], root: Path) -> PurePosixPath:
     except (outputs.UnsafePathError, ValueError):
         raise UploadError("upload.bad_name", name=name) from None
     for part in parts:
-        stem = part.split(".", 1)[0].rstrip(" ")
-        if (_WINDOWS_DEVICES.match(stem) or _WINDOWS_BAD.search(part)
-                or part.endswith((".", " ")) or part != part.strip()):
+        if fsops.windows_name_problem(part) or part != part.strip():
             raise UploadError("upload.bad_name", name=name)
         if len(part.encode("utf-8")) > MAX_NAME_BYTES:
             raise UploadError("upload.too_long_name", name=name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import stat
 import threading
 import traceback
 from collections.abc import Callable
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 class _NotYet(Exception):
     """Admission must wait: an open task holds an older version of the same file name."""
+
+
+class _Held(Exception):
+    """The file cannot be read yet: another program holds it (or we may not open it)."""
 
 
 @dataclass
@@ -73,8 +78,11 @@ class InboxWatcher:
         queue: TaskQueue,
         clock: Clock,
         on_rejected: Callable[[Task], None] | None = None,
+        opener: fsops.Opener | None = None,
     ) -> None:
         self.settings = settings
+        self.opener = opener  # the exclusive-open probe (fsops.held_elsewhere); tests inject it
+        self._held: dict[Path, datetime] = {}  # files another program holds: since when
         self.queue = queue
         self.clock = clock
         self.inbox = settings.inbox
@@ -189,20 +197,58 @@ class InboxWatcher:
             wait = stable_for if st.st_size > 0 else max(5 * stable_for, 5.0)
             if (now - seen.since).total_seconds() < wait:
                 continue
-            self._forget(path)
             try:
+                if stat.S_ISREG(st.st_mode):
+                    problem = fsops.held_elsewhere(path, self.opener)
+                    if problem is not None:
+                        raise _Held(problem)
+                self._forget(path)
                 task = self.admit(path, st.st_size, st.st_mtime_ns)
+            except _Held as held:
+                task = self._wait_while_held(path, st, now, held)
+                if task is None:
+                    continue
             except _NotYet:
+                self._forget(path)
                 continue  # not marked admitted: the next rescan offers it again
             except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+                self._forget(path)
                 task = self._record_unexpected(path, st.st_size, st.st_mtime_ns, err)
                 if task is None:
                     continue
+            self._held.pop(path, None)
             with self._lock:
                 self._admitted[path] = key
             if task is not None:
                 admitted.append(task)
         return admitted
+
+    def _wait_while_held(self, path: Path, st: os.stat_result, now: datetime,
+                         held: _Held) -> Task | None:
+        """Another program still holds the file (a copy stalled past stable_seconds, a sync
+        client, an antivirus scan): not stable yet. Look again after another stability
+        window; after `watcher.held_timeout_seconds` record it as failed, saying why."""
+        since = self._held.setdefault(path, now)
+        waited = (now - since).total_seconds()
+        limit = self.settings.watcher.held_timeout_seconds
+        if waited < limit:
+            if waited == 0:
+                log.info("%s is still open in another program (%s); waiting",
+                         fsops.display(str(path)), held.args[0])
+            with self._lock:
+                self._candidates[path] = _Candidate(st.st_size, st.st_mtime_ns, now)
+            return None
+        self._forget(path)
+        self._held.pop(path, None)
+        rel = rel_source(self.inbox, path)
+        if not fsops.storable(rel):
+            return None
+        reason = self._say("admit.held", error=str(held.args[0]),
+                           waited=i18n.duration(limit, self.settings.ui_language))
+        return self._record(NewTask(source=rel, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                    model=self.settings.models.default,
+                                    max_attempts=self.settings.scheduler.max_attempts),
+                            ("held", reason))
 
     def _forget(self, path: Path) -> None:
         with self._lock:
@@ -256,6 +302,8 @@ class InboxWatcher:
         if failure is None:
             try:
                 info = audio.probe(path)
+            except (PermissionError, FileNotFoundError) as err:
+                raise _Held(err) from None  # taken by another program between probe and open
             except audio.NotAudioError as err:
                 failure = ("not_audio", str(err))
             else:

@@ -46,12 +46,14 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from . import logs
+from . import logs, runner
 from .config import Settings, load_settings
 from .runner import Service
 
@@ -67,6 +69,11 @@ CLASS_PATH = "service.winservice.DropScribeService"
 OPT_PYTHON = "python"  # registry Parameters values written at install time
 OPT_SETTINGS = "settings"
 STOP_WAIT_HINT_MS = 30_000  # what SvcStop promises the SCM per STOP_PENDING report
+# Windows gives SHUTDOWN only ~5–20 s; PRESHUTDOWN comes first and waits up to this long.
+PRESHUTDOWN_TIMEOUT_MS = 60_000
+SERVICE_ACCEPT_PRESHUTDOWN = 0x100  # winsvc.h (pywin32 names it too; fakes may not)
+SERVICE_CONTROL_PRESHUTDOWN = 0x0F
+SERVICE_CONFIG_PRESHUTDOWN_INFO = 7
 STOP_REPORT_SECONDS = 5.0  # while stopping, report STOP_PENDING this often …
 STOP_REPORT_LIMIT_SECONDS = 180.0  # … for at most this long (a hung stop must not hang the SCM)
 FAILURE_RESTART_DELAYS_MS = (10_000, 60_000, 60_000)
@@ -136,17 +143,39 @@ def _settings_file(settings: Settings) -> Path:
 
 # ---- Windows: the service class --------------------------------------------------------------
 class EventLogHandler(logging.Handler):
-    """Forward WARNING and above to the Windows Event Log (Application, source DropScribe)."""
+    """Forward errors to the Windows Event Log (Application, source DropScribe), at most
+    `burst` per `window_seconds`; then one line says how many were held back.
+
+    Errors only: a failed file's warning (a retry, a lease) belongs in the log file, and an
+    inbox full of bad files must not flood the Event Log or hide the one error that matters.
+    """
 
     MAX_CHARS = 30_000  # an event's message is limited to about 31 839 characters
 
-    def __init__(self, servicemanager: ModuleType, level: int = logging.WARNING) -> None:
+    def __init__(self, servicemanager: ModuleType, level: int = logging.ERROR, *,
+                 burst: int = 10, window_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(level)
         self.servicemanager = servicemanager
+        self.burst, self.window, self.clock = burst, window_seconds, clock
+        self._window_start = -float("inf")
+        self._sent = 0
+        self._held_back = 0
         self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            now = self.clock()
+            if now - self._window_start >= self.window:
+                if self._held_back:
+                    self.servicemanager.LogWarningMsg(
+                        f"{SERVICE_NAME}: {self._held_back} more error(s) in the last "
+                        f"{self.window:.0f} s were not forwarded here; see logs\\dropscribe.log")
+                self._window_start, self._sent, self._held_back = now, 0, 0
+            if self._sent >= self.burst:
+                self._held_back += 1
+                return
+            self._sent += 1
             msg = self.format(record)[: self.MAX_CHARS]
             if record.levelno >= logging.ERROR:
                 self.servicemanager.LogErrorMsg(msg)
@@ -185,6 +214,18 @@ class _ServiceMixin:
                          daemon=True).start()
 
     SvcShutdown = SvcStop  # computer shutting down: requeue what runs, like a stop
+
+    def GetAcceptedControls(self) -> int:  # noqa: N802 - pywin32's name
+        """Also PRESHUTDOWN: it comes before SHUTDOWN and allows a longer wait, so running
+        tasks are requeued (one transaction) and workers stopped before the power goes."""
+        base = getattr(super(), "GetAcceptedControls", lambda: 0)()
+        ws = _mod("win32service")
+        return base | getattr(ws, "SERVICE_ACCEPT_PRESHUTDOWN", SERVICE_ACCEPT_PRESHUTDOWN)
+
+    def SvcOtherEx(self, control: int, event_type: int, data: object) -> None:  # noqa: N802
+        ws = _mod("win32service")
+        if control == getattr(ws, "SERVICE_CONTROL_PRESHUTDOWN", SERVICE_CONTROL_PRESHUTDOWN):
+            self.SvcStop()
 
     def _report_stopping(self) -> None:
         """Keep the SCM informed while workers stop (each report renews the wait hint)."""
@@ -398,6 +439,12 @@ def _set_failure_actions(ws: ModuleType) -> None:
                                         True)
             except (ws.error, NotImplementedError, TypeError) as err:
                 print(f"note: restart-on-error flag not set ({err}); crashes still restart")
+            try:  # how long Windows waits for us at shutdown (after PRESHUTDOWN)
+                ws.ChangeServiceConfig2(hs, getattr(ws, "SERVICE_CONFIG_PRESHUTDOWN_INFO",
+                                                    SERVICE_CONFIG_PRESHUTDOWN_INFO),
+                                        PRESHUTDOWN_TIMEOUT_MS)
+            except (ws.error, NotImplementedError, TypeError) as err:
+                print(f"note: preshutdown timeout not set ({err}); Windows' default applies")
         finally:
             ws.CloseServiceHandle(hs)
     finally:
@@ -695,9 +742,7 @@ def _linux(settings: Settings, args: argparse.Namespace) -> int:
     if action == "install":
         return _install_linux(settings, args)
     if action == "debug":
-        from .cli import cmd_run  # the same foreground loop as `python app.py`
-
-        return cmd_run(settings, args)
+        return runner.run_foreground(settings)  # the same loop as `python app.py`
     user_mode = _user_mode(args)
     if action in ("start", "stop"):
         return _run_systemctl(_systemctl(user_mode, action, "dropscribe"))

@@ -7,6 +7,8 @@ parent over a Pipe with small tuples:
   ("progress", fraction)          at most every `progress_seconds`
   ("done", {...})                 outputs written; timings, language, VRAM peak, sha256
   ("error", kind, message, retryable, resource)
+  ("log", level, logger, text)    the worker's own log records, for the service log
+  ("startup_error", text)         the imports failed (a broken torch install): the reason
 The process exits after one job, which is what really returns its VRAM to the card.
 """
 
@@ -50,7 +52,8 @@ class Job:
     task: str = "transcribe"
     # options.Decoding as JSON data (settings merged with the sidecar); {} = the defaults
     decoding: dict = field(default_factory=dict)
-    gpu: int | None = None  # CUDA index to pin with CUDA_VISIBLE_DEVICES; None → CPU
+    gpu: int | None = None  # NVML index of the card (gpu.cuda_env pins it); None → CPU
+    gpu_uuid: str | None = None  # its NVML UUID: what CUDA_VISIBLE_DEVICES names
     threads: int = 0
     progress_seconds: float = 2.0
     keep_warm_seconds: float = 0.0
@@ -81,18 +84,65 @@ def _is_oom(err: BaseException) -> bool:
             or "cudaErrorInvalidDevice" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text)
 
 
+class _Conn:
+    """The pipe to the parent, safe to send on from several threads (the log handler, the
+    sha256 thread, progress callbacks): two pickles must never interleave."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, obj: object) -> None:
+        with self._lock:
+            self._conn.send(obj)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+class PipeLogHandler(logging.Handler):
+    """Sends the worker's log records to the parent, which writes them into the service log
+    (and so the Windows Event Log): a service's worker has no console anyone reads."""
+
+    def __init__(self, conn: _Conn) -> None:
+        super().__init__(logging.INFO)
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.conn.send(("log", record.levelno, record.name, self.format(record)))
+        except Exception:  # noqa: BLE001 - the parent is gone: nothing left to tell
+            pass
+
+
+def _ignore_console_signals() -> None:
+    """Ctrl-C, Ctrl-Break and a closed console reach the whole process group (or console);
+    the parent decides what happens to its workers and stops them itself."""
+    for name in ("SIGINT", "SIGBREAK", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def main(conn: Connection) -> None:
     """Entry point of a spawned worker process."""
     exit_with_parent()
-    # Ctrl-C reaches the whole process group; the parent decides what happens to its workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
+    _ignore_console_signals()
+    conn = _Conn(conn)
+    root = logging.getLogger()
+    root.handlers[:] = [PipeLogHandler(conn)]
+    root.setLevel(logging.INFO)
     # Heavy imports happen here, before a job is assigned: a pre-started worker hides them.
-    import numpy  # noqa: F401
-    import torch  # noqa: F401
-    import whisper  # noqa: F401
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+        import whisper  # noqa: F401
 
-    from . import audio, engine, outputs, vad  # noqa: F401
+        from . import audio, engine, outputs, vad  # noqa: F401
+    except BaseException as err:  # noqa: BLE001 - e.g. OSError [WinError 126] … c10.dll
+        conn.send(("startup_error", startup_message(err)))
+        conn.close()
+        logging.shutdown()
+        os._exit(1)
 
     vad.warm_up()  # its first run is slow: before the job, where a pre-started worker hides it
     conn.send(("ready",))
@@ -121,11 +171,18 @@ def main(conn: Connection) -> None:
     os._exit(0)
 
 
-# Imported once by the forkserver (POSIX): each worker then starts in milliseconds with
-# torch/whisper already loaded. Importing torch does not initialise CUDA, so forking is safe.
-PRELOAD = ["numpy", "torch", "whisper", "opencc", "silero_vad", "faster_whisper", "service.audio",
-           "service.engine", "service.fasterwhisper", "service.outputs", "service.postprocess",
-           "service.worker"]
+# Imported once by the forkserver (POSIX), never fatally: see service/preload.py.
+PRELOAD = ["service.preload"]
+
+
+def startup_message(err: BaseException) -> str:
+    """Why a worker could not start, in words a user can act on, with the library's own."""
+    last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+    where = f" (in {last[0].filename}, line {last[0].lineno})" if last else ""
+    return (f"The worker process could not start: {type(err).__name__}: {err}{where}. "
+            "PyTorch or Whisper is not installed correctly in this Python environment "
+            "(on Windows a missing DLL such as c10.dll usually means a broken torch install or "
+            "a missing Visual C++ runtime); reinstall it, then restart the service.")
 
 
 def classify(err: BaseException) -> tuple[str, str, bool, bool]:
@@ -153,8 +210,10 @@ def classify(err: BaseException) -> tuple[str, str, bool, bool]:
 
 def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) -> tuple[str, object]:
     """One file. `loaded` is the model a warm worker still holds (reused if the same)."""
-    if job.gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before CUDA is first touched
+    if job.gpu is not None:  # before CUDA is first touched
+        from .gpu import cuda_env
+
+        os.environ.update(cuda_env(job.gpu, job.gpu_uuid))
     import torch
 
     from . import audio, engine, engines, fsops, options, outputs, speakers
@@ -228,7 +287,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
     if sampler is not None:  # CTranslate2 allocates outside torch: NVML's figure for it
         peak = sampler.stop()
     elif device.startswith("cuda") and not measure:
-        peak = _peak_vram_mb(torch)
+        peak = _peak_vram_mb(torch, job.gpu, job.gpu_uuid)
     conn.send(
         (
             "done",
@@ -394,7 +453,8 @@ def _vram_sampler(job: Job) -> object:
 DEFAULT_CONTEXT_MB = 500  # CUDA context + cuBLAS workspace when the driver won't tell (WDDM)
 
 
-def _peak_vram_mb(torch) -> int:  # noqa: ANN001 - the torch module, imported by the caller
+def _peak_vram_mb(torch, index: int | None = None,  # noqa: ANN001 - the torch module
+                  uuid: str | None = None) -> int:
     """What this process needed on the card: the allocator's peak plus the CUDA context.
 
     NVML's per-process figure is None on Windows WDDM and uses host PIDs in containers, so the
@@ -406,12 +466,11 @@ def _peak_vram_mb(torch) -> int:  # noqa: ANN001 - the torch module, imported by
     try:
         import pynvml
 
+        from .gpu import nvml_handle
+
         pynvml.nvmlInit()
-        index = torch.cuda.current_device()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        if visible.strip().isdigit():
-            index = int(visible)
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        # The card the job was pinned to, as NVML names it (torch's index 0 is not NVML's).
+        handle = nvml_handle(pynvml, index if index is not None else 0, uuid)
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == os.getpid() and proc.usedGpuMemory:
                 context = max(0, (proc.usedGpuMemory - reserved) // (1024 * 1024))

@@ -36,10 +36,10 @@ def app(settings: Path, *args: str, timeout: float = 120) -> subprocess.Complete
 class ServiceProcess:
     """`python app.py --settings <path>`, its console output in <settings folder>/service.out."""
 
-    def __init__(self, settings_path: Path) -> None:
+    def __init__(self, settings_path: Path, env: dict[str, str] | None = None) -> None:
         self.settings_path = settings_path
         self.settings = load_settings(settings_path)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **(env or {}))
         self.log = open(settings_path.parent / "service.out", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--settings", str(settings_path)],
@@ -104,11 +104,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_en_source: Path) -
     return folder
 
 
+# .ci/run runs the service and scheduler tests once more with workers started the Windows way
+# (DROPSCRIBE_TEST_START_METHOD=spawn); unset, the service's own default (auto) applies.
+START_METHOD = os.environ.get("DROPSCRIBE_TEST_START_METHOD", "auto")
+
+
 def service_settings(tmp_path: Path, models_dir: Path, **extra: dict) -> Path:
     data = {
         "models": {"dir": str(models_dir), "default": "tiny.en", "allow_download": False},
         "watcher": {"stable_seconds": 1.0, "rescan_seconds": 5},
-        "scheduler": {"interval_seconds": 0.5, "backoff_seconds": 1, "progress_seconds": 0.5},
+        "scheduler": {"interval_seconds": 0.5, "backoff_seconds": 1, "progress_seconds": 0.5,
+                      "start_method": START_METHOD},
         "gpu": {"devices": "none"},
         "http": {"port": 0},
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,63 @@ def test_models_list_shows_the_engines_that_run_each_model(tmp_path: Path,
     for name in ("tiny.en", "base"):  # NAME.pt and the CTranslate2 folder NAME/
         assert "openai-whisper, faster-whisper" in rows[name], out.stdout
     assert "n_audio_state" in rows["base"]  # the checkpoint's dims, as before
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "cp936"])
+def test_a_console_that_cannot_show_every_name_gets_escapes_not_a_traceback(
+    env, encoding: str
+) -> None:
+    """`PYTHONIOENCODING=cp1252 python app.py status` (a Windows console) with Chinese and
+    emoji file names: everything the console can show is shown, the rest escaped."""
+    path, s, q = env
+    tid = add(s, q, "会议 记录 🎉.wav")
+    q.claim(tid, "h:1", 60)
+    q.fail(tid, "h:1", "not_audio", "会议 记录 🎉.wav is not audio", retryable=False,
+           backoff_seconds=1)
+    for args in (("status",), ("tasks",), ("sql", "SELECT source FROM tasks")):
+        out = subprocess.run(
+            [sys.executable, str(REPO / "app.py"), "--settings", str(path), *args],
+            capture_output=True, timeout=120, cwd="/",
+            env=dict(os.environ, PYTHONIOENCODING=encoding),
+        )
+        assert out.returncode == 0, out.stderr.decode(encoding, "replace")
+        assert b"Traceback" not in out.stderr
+        shown = out.stdout.decode(encoding)
+        assert "\\U0001f389" in shown  # the emoji, escaped
+        if encoding == "cp936":
+            assert "会议 记录" in shown  # what the console can show stays readable
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(env) -> None:
+    """`python app.py sql … | head -1`: the closed pipe is no traceback."""
+    path, _s, _q = env
+    query = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) "
+             "SELECT x FROM c")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--settings", str(path), "sql", query],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+    )
+    assert proc.stdout.readline().strip() == b"x"
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"paths": {"inbox": "notes.txt/inbox"}}, "paths.inbox:"),
+    ({"paths": {"logs": "notes.txt"}}, "paths.logs:"),
+    ({"models": {"default": "large-v9"}}, "models.default: 'large-v9' is neither"),
+])
+def test_start_refuses_bad_settings_in_one_line_naming_the_key(
+    tmp_path: Path, data: dict, needle: str
+) -> None:
+    """A folder path running through a file, a model name nobody has: one line, no traceback."""
+    path = write_settings(tmp_path, data)
+    (tmp_path / "notes.txt").write_text("a file, not a folder", encoding="utf-8")
+    out = app(path, "run")
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    if "models" in data:  # says which names exist
+        assert "tiny.en" in out.stderr and "models there: none" in out.stderr

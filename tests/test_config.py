@@ -57,3 +57,33 @@ def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:
         load_settings(bad)
     with pytest.raises(SettingsError, match="not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_a_settings_file_that_is_not_utf8_says_save_as_utf8(tmp_path: Path) -> None:
+    bad = tmp_path / "settings.yaml"
+    bad.write_bytes("paths:\n  inbox: D:/会议/inbox\n".encode("gbk"))  # Notepad's ANSI on zh-CN
+    with pytest.raises(SettingsError, match="save it as UTF-8"):
+        load_settings(bad)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes("models:\n  default: tiny.en\n".encode("utf-8-sig"))
+    assert load_settings(bom).models.default == "tiny.en"
+
+
+@pytest.mark.parametrize("line", ['  inbox: "D:\\会议\\new inbox"', '  inbox: "C:\\Users\\x"',
+                                  '  inbox: "\\\\server\\share\\inbox"'])
+def test_a_double_quoted_windows_path_says_use_single_quotes(tmp_path: Path, line: str) -> None:
+    """In YAML double quotes `\\n` is a newline and `\\U` an error: the path a user copied
+    from Explorer would silently become another one."""
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"paths:\n{line}\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as err:
+        load_settings(path)
+    assert "paths.inbox" in str(err.value) and "single quotes" in str(err.value)
+
+
+def test_windows_paths_written_the_safe_ways_load(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("paths:\n  inbox: 'D:\\会议\\new'\n  outbox: \"D:\\\\会议\\\\out\"\n"
+                    "  archive: D:/会议/archive\n", encoding="utf-8")
+    s = load_settings(path)
+    assert str(s.paths.inbox) == "D:\\会议\\new" and str(s.paths.outbox) == "D:\\会议\\out"

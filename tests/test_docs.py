@@ -93,3 +93,50 @@ def test_design_page_names_every_module() -> None:
     named = set(re.findall(r"`(\w+)\.py`", text))
     actual = {p.stem for p in (REPO / "service").glob("*.py") if p.stem != "__init__"}
     assert actual <= named, sorted(actual - named)
+
+
+# README.md's sections and their names in README.zh-CN.md, in order
+SECTIONS = {
+    "Two commands": "两条命令", "Where files go": "文件去向", "Chinese recordings": "中文录音",
+    "Meetings: who said what, and minutes": "会议：谁说了什么，以及会议纪要",
+    "Settings": "设置", "Long recordings and memory": "长录音与内存",
+    "Models, also offline": "模型（也可离线使用）",
+    "Two engines: openai-whisper and faster-whisper": "两个引擎：openai-whisper 和 faster-whisper",
+    "Commands": "命令",
+    "Run as a service": "作为服务运行", "Watching it run": "查看运行状态",
+    "Several machines": "多台机器", "Task history in SQL": "SQL 中的任务历史",
+    "How it works": "工作原理", "Benchmarks": "基准测试", "Tests": "测试",
+}
+SETTING = re.compile(r"`((?:paths|database|models|transcribe|watcher|scheduler|gpu|cpu|memory|ui"
+                     r"|http|summary)"
+                     r"\.[\w.*]+)")
+
+
+def _sections(name: str) -> list[tuple[str, str]]:
+    text = (REPO / name).read_text(encoding="utf-8")
+    return [(part.split("\n", 1)[0], part) for part in re.split(r"^## ", text, flags=re.M)[1:]]
+
+
+def test_both_readmes_have_the_same_sections_in_step() -> None:
+    """Same sections in the same order, and in each the same code blocks, the same number of
+    list items and the same settings keys: a paragraph added to one README alone fails here
+    (the conda/Windows advice once lived only in the Chinese one)."""
+    en, zh = _sections("README.md"), _sections("README.zh-CN.md")
+    assert [h for h, _ in en] == list(SECTIONS)
+    assert [h for h, _ in zh] == list(SECTIONS.values())
+    for (head, a), (_, b) in zip(en, zh, strict=True):
+        assert a.count("```") == b.count("```"), head
+        assert len(re.findall(r"^\s*- ", a, re.M)) == len(re.findall(r"^\s*- ", b, re.M)), head
+        assert set(SETTING.findall(a)) == set(SETTING.findall(b)), head
+
+
+def test_install_advice_never_replaces_an_installed_torch() -> None:
+    """`pip install torch==2.13.0` in a shared conda environment would swap the LLM server's
+    CUDA build for a CPU one: both READMEs say to skip it where torch is installed."""
+    en = (REPO / "README.md").read_text(encoding="utf-8")
+    zh = (REPO / "README.zh-CN.md").read_text(encoding="utf-8")
+    assert "the same commands work" not in en
+    assert "Where PyTorch is already installed, skip the first step" in en
+    assert "`pip install -e .` keeps the torch you have" in en
+    assert "已经装有 PyTorch 的环境，请跳过第一步" in zh
+    assert "`pip install -e .` 会保留你已有的 torch" in zh

@@ -38,6 +38,23 @@ def finished(s: Settings, q: TaskQueue, name: str, *, ok: bool, content: bytes =
     return q.complete(tid, "h:1", transcribe_seconds=1.0, outputs=[])
 
 
+def test_the_error_report_is_in_chinese_when_the_ui_is(tmp_path: Path) -> None:
+    s = load_settings(write_settings(tmp_path / "站点", {"ui": {"language": "zh-CN"}}))
+    db.migrate(s.database_url)
+    q = TaskQueue(db.make_engine(s.database_url))
+    try:
+        task = finished(s, q, "坏.mp3", ok=False)
+        outcome.settle(s, q, task)
+    finally:
+        q.engine.dispose()
+    report = (s.outbox / "坏.mp3.error.txt").read_text(encoding="utf-8")
+    assert "DropScribe 无法转写“坏.mp3”。" in report
+    assert "出了什么问题：不是可解码的音频或视频文件。（详情：Not an audio file.）" in report
+    assert "共尝试 1 次" in report and "下一步：文件已移到" in report
+    assert "提示：请确认该文件能在播放器中播放" in report
+    assert "What went wrong" not in report
+
+
 def test_completed_source_is_archived_under_its_folder(env) -> None:
     s, q = env
     task = finished(s, q, "团队/周会 1.mp3", ok=True)

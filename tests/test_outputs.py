@@ -365,15 +365,15 @@ def test_remove_temp_leftovers_removes_only_our_old_temps(tmp_path: Path) -> Non
 
 
 def test_free_stem_never_reuses_another_files_transcript_name(tmp_path: Path) -> None:
-    assert outputs.free_stem(tmp_path, "会议") == "会议"
+    assert outputs.transcript_stem(tmp_path, "会议") == "会议"
     write_transcripts(make_result(), tmp_path, "会议", ["json"], {})
-    assert outputs.free_stem(tmp_path, "会议") == "会议 (2)"
-    assert outputs.free_stem(tmp_path, "会议", taken={"会议 (2)"}) == "会议 (3)"
+    assert outputs.transcript_stem(tmp_path, "会议") == "会议 (2)"
+    assert outputs.transcript_stem(tmp_path, "会议", taken={"会议 (2)"}) == "会议 (3)"
     write_error_report(tmp_path, "坏", source_name="坏.mp3", message="m", moved_to=tmp_path,
                        attempts=1, when=datetime.now(timezone.utc))
-    assert outputs.free_stem(tmp_path, "坏") == "坏"  # a fixed file dropped again takes its place
+    assert outputs.transcript_stem(tmp_path, "坏") == "坏"  # a fixed file dropped again: its place
     with pytest.raises(UnsafePathError):
-        outputs.free_stem(tmp_path, "..")
+        outputs.transcript_stem(tmp_path, "..")
 
 
 def test_remove_partial_removes_only_this_stems_temps(tmp_path: Path) -> None:

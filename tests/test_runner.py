@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from service import db
+from service import db, fsops, outcome
 from service.config import load_settings
 from service.runner import Service, StartError
+from service.tasks import NewTask
 from service.web import check_health
 from tests.conftest import write_settings
 from tests.svc import app
@@ -76,5 +79,44 @@ def test_health_reports_a_deleted_database_or_inbox(settings) -> None:
         assert any("inbox" in r and "missing" in r for r in reasons), reasons
         assert any("database" in r and "missing" in r for r in reasons), reasons
         engine.dispose()
+    finally:
+        service.stop()
+
+
+def test_a_move_that_failed_while_the_file_was_held_is_tried_again_while_running(
+    settings, monkeypatch
+) -> None:
+    """A player (or a sync client) held the finished source longer than fsops' retries: the
+    move to archive/ is tried again by maintenance, not only at the next start."""
+    service = Service(settings, backend=None)
+    service.start()
+    try:
+        service.scheduler.pause_job("maintenance")  # run it by hand below
+        q = service.queue
+        src = settings.inbox / "会议.wav"
+        src.write_bytes(b"audio")
+        st = src.stat()
+        tid = q.enqueue(NewTask(source="会议.wav", size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                model="tiny.en")).id
+        q.claim(tid, "h:1", 60)
+        q.start_processing(tid, "h:1", 0.1)
+        task = q.complete(tid, "h:1", transcribe_seconds=1.0, outputs=[])
+        real_rename = os.rename
+
+        def held(src_path, dst):  # noqa: ANN001, ANN202
+            err = PermissionError(13, "being used by another process", str(src_path))
+            err.winerror = 32  # Windows' sharing violation
+            raise err
+
+        monkeypatch.setattr(os, "rename", held)
+        monkeypatch.setattr(fsops, "RETRY_DELAYS", (0.01,), raising=False)
+        outcome.settle(settings, q, task)  # what the dispatcher does at completion
+        assert src.is_file() and q.get(tid).source_state == "inbox"
+        monkeypatch.setattr(os, "rename", real_rename)  # the player lets go
+        q.update_fields(tid, finished_at=q.clock.now() - timedelta(minutes=2))  # time passes
+        service._last_settle = 0.0  # the retry is due
+        service._maintain()
+        assert (settings.archive / "会议.wav").read_bytes() == b"audio" and not src.exists()
+        assert q.get(tid).source_state == "archived"
     finally:
         service.stop()

@@ -23,6 +23,7 @@ from service.tasks import NewTask, TaskQueue
 from service.vram import VramPool
 from tests.conftest import write_settings
 from tests.speech import read_wav, silence_wav, speak_wav, talk_wav, write_wav
+from tests.svc import START_METHOD
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,8 @@ class Harness:
         data = {
             "models": {"dir": str(models), "default": "tiny.en", "allow_download": False,
                        "keep_warm_seconds": keep_warm},
-            "scheduler": {"backoff_seconds": 0, "progress_seconds": 0.2, **sched},
+            "scheduler": {"backoff_seconds": 0, "progress_seconds": 0.2,
+                          "start_method": START_METHOD, **sched},
             "gpu": {"reserved_mb": 0, "max_tasks_per_gpu": 1},
         }
         self.settings = load_settings(write_settings(tmp_path, data))
@@ -147,7 +149,7 @@ def test_a_killed_worker_is_noticed_and_the_task_retried(harness_factory) -> Non
     assert row.error_kind == "worker_crashed" and "exit code -9" in row.error_message
     h.run_until_idle(180)
     row = h.queue.get(1)
-    assert row.status == "completed" and row.attempts == 1
+    assert row.status == "completed" and row.attempts == 1 and row.crash_retries == 0
 
 
 def test_warm_worker_takes_the_next_file_of_its_model_then_leaves(harness_factory) -> None:
@@ -288,3 +290,40 @@ def test_with_ram_for_both_two_cpu_tasks_run_at_once(harness_factory) -> None:
     at_once = []
     h.run_until_idle(240, lambda: at_once.append(len(h.dispatcher.running)))
     assert max(at_once) == 2
+
+
+def test_the_start_method_setting_is_the_one_workers_use(harness_factory) -> None:
+    h = harness_factory(None)
+    assert h.dispatcher._ctx.get_start_method() == (
+        "forkserver" if START_METHOD == "auto" else START_METHOD)
+    h.add("one.wav", 1.0)
+    h.run_until_idle(120)
+    assert h.queue.list()[0].status == "completed"
+
+
+def test_shutdown_requeues_every_running_task_at_once_and_stops_all_workers(
+    harness_factory,
+) -> None:
+    """A stop (or a Windows shutdown, which allows seconds): every running task is pending
+    again without an attempt spent, every worker is gone, and their deaths are no crashes."""
+    h = harness_factory([4096, 4096])  # two simulated cards: two tasks at once
+    for i in range(2):
+        h.add(f"busy{i}.wav", 30.0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(h.dispatcher.running) < 2:
+        h.dispatcher.tick()
+        time.sleep(0.1)
+    assert len(h.dispatcher.running) == 2
+    procs = [run.proc.process for run in h.dispatcher.running.values()]
+    started = time.monotonic()
+    h.dispatcher.shutdown()
+    took = time.monotonic() - started
+    print(f"shutdown with 2 running workers took {took:.2f} s")
+    assert not any(p.is_alive() for p in procs)
+    rows = h.queue.list()
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0)] * 2
+    for row in rows:
+        details = [e.detail for e in h.queue.events(row.id)]
+        assert details[-1] == "service stopped"
+        assert not any(d and d.startswith("worker_crashed") for d in details)
+    assert h.pool.reservations() == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service import db, i18n, status
+from service import db, i18n, status, statuspage
 from service.clock import ManualClock
 from service.config import load_settings
 from service.tasks import NewTask, TaskQueue
@@ -116,6 +116,11 @@ def test_render_text_english_and_chinese(settings, queue, clock) -> None:
     assert "预算 21094 MiB" in zh and "约剩 1 分 30 秒" in zh and "最近的失败：" in zh
     assert "状态页面：http://127.0.0.1:8765/" in zh
     assert not any(word in zh for word in ("pending", "completed", "recent failures"))
+    # the reason in Chinese, the detail (the library's own words) kept
+    assert "意外错误。（详情：decoder said <no>）" in zh
+    page = statuspage.render_page(data, "zh-CN")
+    assert "意外错误。（详情：decoder said &lt;no&gt;）" in page
+    assert "意外错误" not in statuspage.render_page(data, "en")
 
 
 def test_catalog_is_complete_and_falls_back() -> None:

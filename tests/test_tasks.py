@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service import db
 from service.tables import COMPLETED, FAILED, LOADING, PENDING, PROCESSING, Task
-from service.tasks import MAX_RESOURCE_RETRIES, NewTask, TaskQueue
+from service.tasks import MAX_CRASH_RETRIES, MAX_RESOURCE_RETRIES, NewTask, TaskQueue
 from tests.conftest import BOTH_BACKENDS, run_together
 
 pytestmark = BOTH_BACKENDS
@@ -109,13 +109,38 @@ def test_requeue_on_shutdown_spends_no_attempt(queue: TaskQueue) -> None:
     assert row.status == PENDING and row.attempts == 0
 
 
-def test_expired_leases_are_reaped_with_an_attempt(queue: TaskQueue, clock) -> None:
+def test_expired_leases_are_reaped_without_spending_an_attempt(queue: TaskQueue, clock) -> None:
     t = queue.enqueue(new())
     queue.claim(t.id, "h:1", 60)
     assert queue.reap_expired(30) == []
     clock.advance(61)
     [row] = queue.reap_expired(30)
-    assert row.status == PENDING and row.attempts == 1 and row.error_kind == "interrupted"
+    assert row.status == PENDING and row.error_kind == "interrupted"
+    assert (row.attempts, row.crash_retries) == (0, 1)  # its node died, not the file
+    assert [r.id for r in queue.ready()] == [t.id]  # at once, no backoff
+
+
+def test_service_crashes_do_not_spend_attempts_but_are_bounded(queue: TaskQueue) -> None:
+    t = queue.enqueue(new(max_attempts=2))
+    seen = []
+    for _ in range(MAX_CRASH_RETRIES + 3):
+        if queue.claim(t.id, "host:1", 60) is None:
+            break
+        [row] = queue.reap_expired(30, dead_workers={"host:1"})
+        seen.append((row.status, row.attempts, row.crash_retries))
+        queue.update_fields(t.id, next_attempt_at=None)  # skip the backoff of spent attempts
+    assert seen[:MAX_CRASH_RETRIES] == [(PENDING, 0, n) for n in range(1, MAX_CRASH_RETRIES + 1)]
+    assert seen[MAX_CRASH_RETRIES:] == [(PENDING, 1, MAX_CRASH_RETRIES),
+                                        (FAILED, 2, MAX_CRASH_RETRIES)]  # a file that kills
+    assert queue.retry(t.id).crash_retries == 0  # the service each time still ends
+
+
+def test_a_worker_dying_alone_spends_an_attempt(queue: TaskQueue) -> None:
+    t = queue.enqueue(new())
+    queue.claim(t.id, "h:1", 60)
+    row = queue.fail(t.id, "h:1", "worker_crashed", "exit code -9", retryable=True,
+                     backoff_seconds=1)
+    assert (row.status, row.attempts, row.crash_retries) == (PENDING, 1, 0)
 
 
 def test_start_up_reaps_only_the_dead_workers_of_this_host(queue: TaskQueue) -> None:
@@ -242,3 +267,16 @@ def test_one_log_line_per_state_change_in_the_ui_language(db_url: str, caplog) -
         f"任务 {t.id} {i18n.state_name(LOADING, 'zh-CN')}：会议 记录.mp3",
     ]
     q.engine.dispose()
+
+
+def test_a_stop_requeues_every_running_task_in_one_go(queue: TaskQueue) -> None:
+    ids = [queue.enqueue(new(f"{n}.mp3")).id for n in "abcd"]
+    for tid in ids[:3]:
+        queue.claim(tid, "h:1", 60)
+    queue.start_processing(ids[0], "h:1", 1.0)
+    queue.claim(ids[3], "other:2", 60)  # another node's task is never touched
+    assert sorted(queue.requeue_all(ids, "h:1", "service stopped")) == ids[:3]
+    assert [queue.get(t).status for t in ids] == [PENDING, PENDING, PENDING, LOADING]
+    assert all(queue.get(t).attempts == 0 for t in ids)
+    assert [e.detail for e in queue.events(ids[0])][-1] == "service stopped"
+    assert queue.requeue_all([], "h:1", "service stopped") == []

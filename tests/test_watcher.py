@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from service import db
+from service import db, fsops
 from service.clock import SystemClock
 from service.config import load_settings
 from service.tables import FAILED, PENDING
@@ -23,7 +26,7 @@ from tests.speech import tone_wav, wait_for
 class Running:
     """A watcher plus the tick loop the service's scheduler would run."""
 
-    def __init__(self, tmp_path: Path, **watcher_cfg) -> None:
+    def __init__(self, tmp_path: Path, opener=None, **watcher_cfg) -> None:  # noqa: ANN001
         cfg = {"stable_seconds": 1.0, "rescan_seconds": 30, **watcher_cfg}
         self.settings = load_settings(
             write_settings(tmp_path, {"watcher": cfg, "models": {"default": "tiny.en"}})
@@ -31,7 +34,8 @@ class Running:
         db.migrate(self.settings.database_url)
         self.queue = TaskQueue(db.make_engine(self.settings.database_url), SystemClock())
         self.rejected: list = []
-        self.watcher = InboxWatcher(self.settings, self.queue, SystemClock(), self.rejected.append)
+        self.watcher = InboxWatcher(self.settings, self.queue, SystemClock(), self.rejected.append,
+                                    opener=opener)
         self.inbox = self.settings.inbox
         self._stop = threading.Event()
         self.watcher.start()
@@ -216,5 +220,78 @@ def test_rescan_during_a_burst_of_admissions_never_fails(tmp_path: Path) -> None
             stop.set()
             t.join()
         assert errors == []
+    finally:
+        r.close()
+
+
+COPIER = """
+import pathlib, sys, time
+src, dst, go = sys.argv[1:4]
+data = pathlib.Path(src).read_bytes()
+with open(dst, "wb") as f:
+    f.write(data[: len(data) // 2])
+    f.flush()
+    print("stalled", flush=True)
+    while not pathlib.Path(go).exists():
+        time.sleep(0.05)
+    f.write(data[len(data) // 2:])
+"""
+
+
+def windows_like_opener(holder: psutil.Process):  # noqa: ANN201
+    """Windows' exclusive open, simulated: a file another process has open is a sharing
+    violation (Linux lets anyone open it). The same function the service calls, injected."""
+    def opener(path: str) -> None:
+        try:
+            held = any(f.path == path for f in holder.open_files())
+        except psutil.NoSuchProcess:
+            held = False
+        if held:
+            raise PermissionError(13, "The process cannot access the file because it is being "
+                                  "used by another process", path)
+        fsops.default_opener()(path)
+    return opener
+
+
+def test_a_copy_that_stalls_while_held_waits_then_completes(tmp_path: Path) -> None:
+    """A network/USB copy stalls past stable_seconds with the file still open: it is not
+    stable yet (before: probed half-written and failed for good)."""
+    src = tone_wav(tmp_path / "whole.wav", 4.0)
+    target_dir = tmp_path / "svc" / "inbox"
+    target_dir.mkdir(parents=True)
+    target, go = target_dir / "usb copy.wav", tmp_path / "go"
+    copier = subprocess.Popen([sys.executable, "-c", COPIER, str(src), str(target), str(go)],
+                              stdout=subprocess.PIPE)
+    assert copier.stdout.readline().strip() == b"stalled"
+    r = Running(tmp_path / "svc", opener=windows_like_opener(psutil.Process(copier.pid)))
+    try:
+        wait_for(lambda: target in r.watcher._held, timeout=30)  # stable, but still held
+        time.sleep(r.settings.watcher.stable_seconds * 1.5)  # a pause: nothing is admitted
+        assert r.tasks() == [] and r.rejected == []
+        go.touch()  # the copy resumes and the copier closes the file
+        assert copier.wait(timeout=30) == 0
+        [task] = wait_for(r.tasks, timeout=30)
+        assert task.status == PENDING and task.size == src.stat().st_size
+        assert task.audio_seconds == pytest.approx(4.0, abs=0.05)
+        assert target not in r.watcher._held
+    finally:
+        go.touch()
+        copier.wait(timeout=30)
+        copier.stdout.close()
+        r.close()
+
+
+def test_a_file_held_past_the_limit_fails_with_a_clear_reason(tmp_path: Path) -> None:
+    def always_held(path: str) -> None:
+        raise PermissionError(13, "being used by another process", path)
+
+    r = Running(tmp_path, opener=always_held, held_timeout_seconds=2)
+    try:
+        tone_wav(r.inbox / "会议.wav", 1.0)
+        [task] = wait_for(r.tasks, timeout=30)
+        assert (task.status, task.error_kind) == (FAILED, "held")
+        assert "kept the file open for more than 2 s" in task.error_message
+        assert "being used by another process" in task.error_message
+        assert r.rejected and r.rejected[0].id == task.id  # settled: report, move (outcome)
     finally:
         r.close()

@@ -197,11 +197,12 @@ def test_install_records_interpreter_settings_host_recovery_and_path(
                   "password": "pw", "exeName": str(exe), "description": winservice.DESCRIPTION}
     assert win.options == {("DropScribe", "python"): str(pyenv.python),
                            ("DropScribe", "settings"): str(settings_path.resolve())}
-    actions, flag = win.called("ChangeServiceConfig2")
+    actions, flag, preshutdown = win.called("ChangeServiceConfig2")
     assert actions[0] == (("svc", "DropScribe"), 2, {
         "ResetPeriod": 86400, "RebootMsg": None, "Command": None,
         "Actions": [(1, 10_000), (1, 60_000), (1, 60_000)]})
     assert flag[0] == (("svc", "DropScribe"), 4, True)
+    assert preshutdown[0] == (("svc", "DropScribe"), 7, 60_000)  # SERVICE_CONFIG_PRESHUTDOWN_INFO
     kind, env = win.registry[(r"SYSTEM\CurrentControlSet\Services\DropScribe", "Environment")]
     assert kind == 7 and env[1] == "PYTHONUNBUFFERED=1"
     p, b = pyenv.prefix, pyenv.base_prefix
@@ -258,22 +259,31 @@ def test_remove_start_stop_and_clear_errors(
     assert do("stop") == 0 and "not running" in capsys.readouterr().out
 
 
-def test_event_log_handler_forwards_warnings_and_errors_only(win: FakeWin) -> None:
+def test_event_log_handler_forwards_errors_only_and_rate_limited(win: FakeWin) -> None:
     logger = logging.getLogger("dropscribe.test.eventlog")
-    handler = winservice.EventLogHandler(win.modules["servicemanager"])
+    now = [0.0]
+    handler = winservice.EventLogHandler(win.modules["servicemanager"], burst=3,
+                                         window_seconds=60, clock=lambda: now[0])
     logger.addHandler(handler)
     try:
         logger.info("routine")
-        logger.warning("任务 %s lease expired", 7)
+        logger.warning("任务 %s lease expired", 7)  # a file's warning: the log file only
         try:
             raise ValueError("boom")
         except ValueError:
             logger.exception("dispatch failed")
+        for i in range(10):  # an inbox full of bad files
+            logger.error("task %s failed for good", i)
+        assert len(win.events) == 3
+        now[0] = 61.0  # the next window: one line says what was held back, then errors again
+        logger.error("任务 %s 失败", 99)
     finally:
         logger.removeHandler(handler)
-    assert [k for k, _ in win.events] == ["Warning", "Error"]
-    assert win.events[0][1] == "dropscribe.test.eventlog: 任务 7 lease expired"
-    assert "dispatch failed" in win.events[1][1] and "ValueError: boom" in win.events[1][1]
+    assert [k for k, _ in win.events] == ["Error", "Error", "Error", "Warning", "Error"]
+    assert "dispatch failed" in win.events[0][1] and "ValueError: boom" in win.events[0][1]
+    assert win.events[1][1] == "dropscribe.test.eventlog: task 0 failed for good"
+    assert "8 more error(s)" in win.events[3][1]
+    assert win.events[4][1] == "dropscribe.test.eventlog: 任务 99 失败"
 
 
 # ---- Windows: the service class runs the real loop ---------------------------------------------
@@ -360,6 +370,20 @@ def test_stop_that_arrives_while_starting_still_stops(win: FakeWin, real_setting
     win.options[("DropScribe", "settings")] = str(path)
     svc = winservice.service_class()(("DropScribe",))
     svc.SvcStop()  # before SvcDoRun has built the Service
+    thread, errors = _start_in_thread(svc)
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
+    assert ("Info", "DropScribe stopped") in win.events
+
+
+def test_preshutdown_is_accepted_and_stops_like_a_stop(win: FakeWin, real_settings) -> None:
+    """Windows sends PRESHUTDOWN first and waits for it longer than for SHUTDOWN."""
+    path, settings = real_settings
+    win.options[("DropScribe", "settings")] = str(path)
+    svc = winservice.service_class()(("DropScribe",))
+    assert svc.GetAcceptedControls() & winservice.SERVICE_ACCEPT_PRESHUTDOWN
+    svc.SvcOtherEx(winservice.SERVICE_CONTROL_PRESHUTDOWN, 0, None)
+    assert svc.reports[0] == (FakeWin.SERVICE_STOP_PENDING, winservice.STOP_WAIT_HINT_MS)
     thread, errors = _start_in_thread(svc)
     thread.join(timeout=30)
     assert not thread.is_alive() and errors == []
@@ -513,12 +537,23 @@ def test_linux_default_unit_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 def test_debug_runs_the_foreground_loop_like_app_py(
     monkeypatch: pytest.MonkeyPatch, settings  # noqa: ANN001
 ) -> None:
-    import service.cli
+    import service.runner
 
     seen = []
-    monkeypatch.setattr(service.cli, "cmd_run", lambda s, a: seen.append((s, a.action)) or 0)
+    monkeypatch.setattr(service.runner, "run_foreground", lambda s: seen.append(s) or 0)
     assert winservice.run(settings, parse("service", "debug"), platform="linux") == 0
-    assert seen == [(settings, "debug")]
+    assert seen == [settings]
+
+
+def test_the_service_module_does_not_import_the_command_line() -> None:
+    """cli imports winservice for `service …`; winservice must not import cli back."""
+    import ast
+
+    tree = ast.parse(Path(winservice.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for a in node.names} | {node.module or "" for node in ast.walk(tree)
+                                        if isinstance(node, ast.ImportFrom)}
+    assert "cli" not in imported and "service.cli" not in imported
 
 
 def test_other_systems_are_told_to_use_their_own_supervisor(

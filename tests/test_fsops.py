@@ -1,0 +1,167 @@
+"""Filesystem rules (fsops): Windows naming rules on every platform, the one free-name
+allocator (case-insensitive), the one atomic write, Windows' path length limit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from service import fsops, outcome, outputs
+from service.tables import Task
+
+
+@pytest.mark.parametrize("name", [
+    "CON", "con.txt", "Nul.tar.gz", "COM1.mp3", "lpt9", "AUX .wav", "talk.", "talk ", "a:b",
+    'say "hi"', "why?", "a|b", "a*b", "<x>", "tab\there", "bell\x07", "back\\slash",
+])
+def test_names_windows_refuses_are_recognised_and_made_safe(name: str) -> None:
+    assert fsops.windows_name_problem(name)
+    safe = fsops.windows_safe_name(name)
+    assert not fsops.windows_name_problem(safe) and safe
+
+
+@pytest.mark.parametrize("name", ["会议 记录 1.mp3", "console.txt", "com10.wav", "nullish",
+                                  "talk (2).wav", ".hidden", "a.b.c"])
+def test_ordinary_names_are_left_alone(name: str) -> None:
+    assert not fsops.windows_name_problem(name)
+    assert fsops.windows_safe_name(name) == name
+
+
+def test_safe_names_change_as_little_as_possible() -> None:
+    assert fsops.windows_safe_name("CON") == "CON_"
+    assert fsops.windows_safe_name("nul.tar") == "nul_.tar"
+    assert fsops.windows_safe_name("notes. . ") == "notes"
+    assert fsops.windows_safe_name("10:30 会议") == "10_30 会议"
+    assert fsops.windows_safe_name("...") == "_"
+
+
+def test_transcripts_of_a_reserved_or_odd_name_get_a_name_windows_accepts(tmp_path: Path) -> None:
+    for stem, want in [("CON", "CON_"), ("talk.", "talk"), ("a:b?", "a_b_"), ("com3", "com3_")]:
+        got = outputs.transcript_stem(tmp_path, stem)
+        assert got == want
+        outputs.write_transcripts({"text": "x", "segments": []}, tmp_path, got, ["txt"], {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "CON_.txt", "a_b_.txt", "com3_.txt", "talk.txt"]
+
+
+def test_output_folders_follow_the_windows_rules_too(tmp_path: Path) -> None:
+    assert fsops.output_dir_for(tmp_path, "aux/notes./会议.mp3") == tmp_path / "aux_" / "notes"
+    assert fsops.output_dir_for(tmp_path, "team/talk.mp3") == tmp_path / "team"
+
+
+def test_error_reports_follow_the_windows_rules() -> None:
+    task = Task(source="team/CON.mp3")
+    assert outcome.report_name(task) == "CON_.mp3.error.txt"
+
+
+def test_names_differing_only_in_case_collide(tmp_path: Path) -> None:
+    """`Talk` and `talk` are one file on NTFS and macOS: never give both the same name."""
+    (tmp_path / "Talk.txt").write_text("x", encoding="utf-8")
+    assert fsops.free_stem(tmp_path, "talk", [".txt", ".srt"]) == "talk (2)"
+    assert outputs.transcript_stem(tmp_path, "TALK") == "TALK (2)"
+    # two running tasks: one was given "Talk", not written yet
+    assert outputs.transcript_stem(tmp_path / "empty", "talk", taken={"Talk"}) == "talk (2)"
+    assert fsops.free_name(tmp_path / "TALK.TXT") == tmp_path / "TALK (2).TXT"
+    assert fsops.free_name(tmp_path / "other.txt") == tmp_path / "other.txt"
+
+
+def test_the_one_allocator_numbers_on_and_keeps_names_short(tmp_path: Path) -> None:
+    (tmp_path / "a.mp3").write_bytes(b"")
+    (tmp_path / "a (2).mp3").write_bytes(b"")
+    os.symlink(tmp_path / "nowhere", tmp_path / "a (3).mp3")  # a dangling link takes a name
+    assert fsops.free_name(tmp_path / "a.mp3") == tmp_path / "a (4).mp3"
+    long = "长" * 83 + ".mp3"  # 249 + 4 bytes: no room for " (2)"
+    (tmp_path / long).write_bytes(b"")
+    nxt = fsops.free_name(tmp_path / long)
+    assert nxt.name.endswith(" (2).mp3") and len(nxt.name.encode()) <= fsops.NAME_MAX_BYTES
+    assert nxt.name.startswith("长" * 80)
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "status.json"
+    fsops.atomic_write(target, b"old")
+    fsops.atomic_write(target, "新".encode())
+    assert target.read_bytes() == "新".encode()
+
+    def broken(fh) -> None:  # noqa: ANN001
+        fh.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        fsops.atomic_write(target, broken)
+    assert target.read_bytes() == "新".encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # no temp left
+
+
+def test_paths_windows_cannot_open_are_a_clear_error(tmp_path: Path) -> None:
+    long = "C:\\DropScribe\\outbox\\" + "会议记录" * 60 + ".txt"
+    with pytest.raises(fsops.PathTooLongError) as err:
+        fsops.check_path_length(long, windows=True, long_paths_enabled=lambda: False)
+    assert "259" in str(err.value) and "LongPathsEnabled" in str(err.value)
+    fsops.check_path_length(long, windows=True, long_paths_enabled=lambda: True)  # switched on
+    fsops.check_path_length("C:\\DropScribe\\outbox\\a.txt", windows=True,
+                            long_paths_enabled=lambda: False)
+    fsops.check_path_length(tmp_path / ("x" * 200) / ("y" * 200), windows=False)  # POSIX: fine
+    assert isinstance(err.value, fsops.UnsafePathError)
+
+
+def test_split_relative_still_refuses_escapes() -> None:
+    for rel in ("../x.mp3", "/etc/passwd", "a/../../b"):
+        with pytest.raises(fsops.UnsafePathError):
+            fsops.split_relative(PurePosixPath(rel))
+
+
+def sharing_violation(path: str) -> PermissionError:
+    """What Windows raises while an antivirus scan or a player holds the file."""
+    err = PermissionError(13, "The process cannot access the file because it is being used "
+                          "by another process", path)
+    err.winerror = 32  # set by Windows itself; Linux never raises it
+    return err
+
+
+def test_moves_and_replaces_retry_a_passing_sharing_violation(tmp_path: Path, monkeypatch) -> None:
+    real_replace, real_rename = os.replace, os.rename
+    failures = {"replace": 2, "rename": 3}
+
+    def flaky(name, real):  # noqa: ANN001, ANN202
+        def op(src, dst):  # noqa: ANN001, ANN202
+            if failures[name] > 0:
+                failures[name] -= 1
+                raise sharing_violation(str(src))
+            return real(src, dst)
+        return op
+
+    monkeypatch.setattr(os, "replace", flaky("replace", real_replace))
+    monkeypatch.setattr(os, "rename", flaky("rename", real_rename))
+    target = tmp_path / "status.json"
+    fsops.atomic_write(target, b"{}")  # the status file, a transcript, a model: all replaced so
+    assert target.read_bytes() == b"{}" and failures["replace"] == 0
+    (tmp_path / "in").mkdir()
+    src = tmp_path / "in" / "talk.wav"
+    src.write_bytes(b"audio")
+    dest = fsops.move_no_overwrite(src, tmp_path / "archive" / "talk.wav")
+    assert dest.read_bytes() == b"audio" and not src.exists() and failures["rename"] == 0
+
+
+def test_retries_are_short_and_bounded_and_only_for_sharing_violations() -> None:
+    slept: list[float] = []
+    calls = []
+
+    def always_held(path: str) -> None:
+        calls.append(path)
+        raise sharing_violation(path)
+
+    with pytest.raises(PermissionError):
+        fsops.retried(always_held, "x", sleep=slept.append)
+    assert slept == list(fsops.RETRY_DELAYS) and sum(slept) < 5 and len(calls) == 7
+
+    def refused(path: str) -> None:
+        calls.append(path)
+        raise PermissionError(13, "Permission denied", path)  # a real refusal: no retry
+
+    calls.clear()
+    with pytest.raises(PermissionError):
+        fsops.retried(refused, "y", sleep=slept.append)
+    assert calls == ["y"]
