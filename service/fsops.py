@@ -405,12 +405,17 @@ def write_temp(target: Path, write: Callable[[IO[bytes]], None]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _discard(tmp)
         raise
     return tmp
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temp file of ours that will not be renamed into place (gone already: fine)."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def fsync_dir(directory: Path) -> None:
@@ -438,10 +443,7 @@ def atomic_write(target: Path, data: bytes | Callable[[IO[bytes]], None]) -> Pat
     try:
         replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _discard(tmp)
         raise
     fsync_dir(target.parent)
     return target
