@@ -341,11 +341,9 @@ class InboxWatcher:
         task = self.queue.enqueue(
             NewTask(source=shown, size=size, mtime_ns=mtime_ns,
                     model=self.settings.models.default, max_attempts=1),
-            failed=("bad_name", reason),
+            failed=("bad_name", reason), source_state="failed",
         )
         if task is not None:
-            self.queue.set_source_state(task.id, "failed")
-            task.source_state = "failed"
             log.warning("%s cannot be transcribed: %s", shown, reason)
             self.on_rejected(task)
         return task
