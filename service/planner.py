@@ -7,7 +7,8 @@ is expected to finish before the shadow time, runs on another card, or leaves en
 free at the shadow time for the head anyway. So small files keep the cards busy, and a big file
 behind a stream of small ones still starts within a bounded time (no starvation).
 
-Runtime estimate: audio seconds × calibrated real-time factor per (GPU, model) + load time.
+Runtime estimate: audio seconds × calibrated real-time factor + load time; the factor is
+`rtf(gpu name, model, engine=…, precision=…)`, learned per engine as the VRAM is.
 Pure policy: no processes, no database writes; the simulator runs it under a simulated clock.
 """
 
@@ -51,7 +52,7 @@ class Shadow:
 
 class Planner:
     def __init__(
-        self, pool: VramPool, clock: Clock, rtf: Callable[[str, str], float],
+        self, pool: VramPool, clock: Clock, rtf: Callable[..., float],
         kind: Callable[[Task], dict[str, str]] | None = None,
     ) -> None:
         self.pool = pool
@@ -62,7 +63,7 @@ class Planner:
 
     def runtime_s(self, task: Task, gpu_name: str) -> float:
         audio = task.audio_seconds or UNKNOWN_AUDIO_SECONDS
-        return audio * self._rtf(gpu_name, task.model) + LOAD_SECONDS
+        return audio * self._rtf(gpu_name, task.model, **self._kind(task)) + LOAD_SECONDS
 
     def next(self, ready: Sequence[Task], active: Sequence[Active]) -> Decision | None:
         """The next task to start now (the caller claims it and reserves), or None."""

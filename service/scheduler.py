@@ -118,7 +118,8 @@ class Dispatcher:
         self._gpu_names: dict[int, str] = {}
         self._gpu_uuids: dict[int, str | None] = {}
         if pool is not None:
-            rtf = calibration.rtf if calibration is not None else (lambda g, m: default_rtf(m))
+            rtf = calibration.rtf if calibration is not None else (
+                lambda g, m, engine=engines.OPENAI, **_: default_rtf(m, engine))
             self.planner = Planner(pool, clock, rtf, self._kind)
             cards = pool.backend.devices()
             self._gpu_names = {g.index: g.name for g in cards}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from service import db
-from service.calibration import Calibration
+from service.calibration import FASTER_RTF_RATIO, Calibration
 from service.clock import SystemClock
 from tests.conftest import BOTH_BACKENDS, run_together
 
@@ -95,3 +95,17 @@ def test_each_engine_and_compute_type_learns_apart(db_url: str, clock) -> None:
         cal.record(name, "large-v2", "int8_float16", peak_mb=2000, **fw)
     assert pool.place("large-v2", engine="faster-whisper", precision="int8_float16") == (0, 2000)
     assert pool.place("large-v2") == (0, int(10240 * 1.2))
+
+
+def test_speed_is_learned_per_engine_and_faster_whisper_starts_faster(db_url: str,
+                                                                     clock) -> None:
+    """The planner's runtime estimate reads the task's own engine: a faster-whisper file must
+    not be planned with openai-whisper's speed (or the reverse) once either is measured."""
+    cal = make(db_url, clock)
+    openai = cal.rtf("H100", "small")
+    faster = cal.rtf("H100", "small", "fp16", "faster-whisper")
+    assert faster == openai * FASTER_RTF_RATIO < openai  # published figures until measured
+    cal.record("H100", "small", "fp16", peak_mb=None, rtf=0.01, engine="faster-whisper")
+    assert cal.rtf("H100", "small", "fp16", "faster-whisper") == 0.01
+    assert cal.rtf("H100", "small") == openai  # openai-whisper's row is untouched
+    assert make(db_url, clock).rtf("H100", "small", "fp16", "faster-whisper") == 0.01

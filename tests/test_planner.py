@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from service.clock import ManualClock
 from service.config import GpuSettings
 from service.gpu import SimulatedBackend
@@ -99,3 +101,26 @@ def test_a_task_that_fits_nowhere_does_not_block_others() -> None:
     s.backend.set_external(0, 1000)
     d = s.planner.next(ready, [])
     assert d.task.id == 2  # large-v3 can never fit an 8 GB card: tiny goes ahead
+
+
+def test_runtime_estimate_uses_the_tasks_own_engine() -> None:
+    """Shadow times come from the task's engine and precision (engines.kind): a faster-whisper
+    file is expected to end when faster-whisper would finish it."""
+    clock = ManualClock()
+    pool = VramPool(SimulatedBackend([24576]), GpuSettings(reserved_mb=0))
+    speed = {"openai-whisper": 0.2, "faster-whisper": 0.05}
+    seen: list[dict] = []
+
+    def rtf(gpu: str, model: str, **kind: str) -> float:
+        seen.append(kind)
+        return speed[kind["engine"]]
+
+    def kind(t: Task) -> dict[str, str]:
+        return {"engine": t.options.get("engine", "openai-whisper"), "precision": "fp16"}
+
+    planner = Planner(pool, clock, rtf, kind)
+    openai, faster = task(1, "small", 600), task(2, "small", 600)
+    faster.options = {"engine": "faster-whisper"}
+    assert planner.runtime_s(openai, "H100") - planner.runtime_s(faster, "H100") == \
+        pytest.approx(600 * (0.2 - 0.05))
+    assert seen[-1] == {"engine": "faster-whisper", "precision": "fp16"}
