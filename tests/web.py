@@ -20,10 +20,11 @@ class Bare:
     backend = None
 
 
-def bare_server(folder: Path, **http: object) -> WebServer:
+def bare_server(folder: Path, models_dir: Path | None = None, **http: object) -> WebServer:
     """A started WebServer on a fresh, migrated database in `folder` (CPU, port 0)."""
+    models = {"dir": str(models_dir)} if models_dir is not None else {}
     settings = load_settings(write_settings(folder, {
-        "models": {"default": "tiny.en", "allow_download": False},
+        "models": {"default": "tiny.en", "allow_download": False, **models},
         "gpu": {"devices": "none"}, "http": {"port": 0, **http}}))
     db.migrate(settings.database_url)
     web = WebServer(settings, Bare())

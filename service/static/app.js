@@ -127,13 +127,19 @@ async function loadModels() {
   if (!r.ok) return;
   const sel = $("opt-model");
   sel.replaceChildren(el("option", { value: "", text: tr("ui.model_default", { model: r.body.default }) }));
-  for (const m of r.body.models) sel.append(el("option", { value: m, text: m }));
+  // each model with the engine(s) it is on disk for ("base · openai-whisper, faster-whisper")
+  for (const m of r.body.models) {
+    const on = (r.body.engines || {})[m];
+    sel.append(el("option", { value: m, text: on ? `${m} · ${on.join(", ")}` : m }));
+  }
+  $("opt-engine-default").textContent = tr("ui.engine_default", { engine: r.body.engine });
 }
 
 function choices() {
   const p = new URLSearchParams();
   const put = (k, v) => { if (v !== "" && v !== null) p.set(k, v); };
   put("model", $("opt-model").value);
+  put("engine", $("opt-engine").value);
   put("language", $("opt-language").value);
   put("chinese_script", $("opt-script").value);
   const prio = $("opt-priority").value.trim();
