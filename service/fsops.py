@@ -15,8 +15,9 @@ user (or an attacker with write access to the inbox or outbox) controls, goes th
   only when no name differing just in letter case is taken (NTFS and macOS ignore case).
 * One free-name allocator (`` (2)``, `` (3)`` …) and one atomic write (temp file beside the
   target, fsynced, renamed) serve every module.
-* Windows' 260-character path limit is a clear error naming the registry switch, not a
-  cryptic failure half-way.
+* A path too long to write is a clear error before any work, not a cryptic failure half-way:
+  Windows' 260 characters (naming the registry switch), elsewhere 255 bytes a name and
+  4095 bytes a path.
 * A move never overwrites, and a copy across disks never leaves a truncated file under the
   final name.
 """
@@ -45,6 +46,7 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 WINDOWS_MAX_PATH = 260  # MAX_PATH, counting the terminating NUL: 259 characters fit
+POSIX_PATH_MAX_BYTES = 4095  # Linux PATH_MAX is 4096 bytes, counting the terminating NUL
 # Device names Windows reserves in every folder, with any extension ("nul.txt", "COM1.mp3").
 _WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)$",
                               re.IGNORECASE)
@@ -168,19 +170,44 @@ def check_path_length(
     windows: bool | None = None,
     long_paths_enabled: Callable[[], bool] = _windows_long_paths_enabled,
 ) -> None:
-    """Raise PathTooLongError for a path Windows would refuse (≥ 260 characters without the
-    LongPathsEnabled switch), naming the limit and the switch. Elsewhere a no-op; `windows`
-    and `long_paths_enabled` are injectable so the rule is tested on every platform."""
+    """Raise PathTooLongError, naming the limit, for a path the file system would refuse, so a
+    task fails with a plain reason before any work (and nothing is lost) instead of half-way:
+
+    * Windows: ≥ 260 characters (MAX_PATH) without the LongPathsEnabled switch;
+    * elsewhere (Linux): a name part over 255 bytes (NAME_MAX) or a path over 4095 bytes
+      (PATH_MAX, 4096 with its NUL), counting the hidden temp name written beside it first.
+
+    ``windows`` and ``long_paths_enabled`` are injectable so both rules are tested on every
+    platform."""
     windows = os.name == "nt" if windows is None else windows
-    full = os.path.abspath(path) if not windows else str(PureWindowsPath(path))
-    if not windows or len(full) < WINDOWS_MAX_PATH or long_paths_enabled():
-        return
-    raise PathTooLongError(
-        f"the path is {len(full)} characters long and Windows allows {WINDOWS_MAX_PATH - 1} "
-        "(shorten the folder or file name, or turn on long paths: registry "
-        "HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem, LongPathsEnabled = 1, "
-        f"then restart): {full}"
-    )
+    if windows:
+        full = str(PureWindowsPath(path))
+        if len(full) < WINDOWS_MAX_PATH or long_paths_enabled():
+            return
+        raise PathTooLongError(
+            f"the path is {len(full)} characters long and Windows allows "
+            f"{WINDOWS_MAX_PATH - 1} (shorten the folder or file name, or turn on long paths: "
+            "registry HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem, "
+            f"LongPathsEnabled = 1, then restart): {full}"
+        )
+    full = os.path.abspath(path)
+    for part in PurePosixPath(full).parts[1:]:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX_BYTES:
+            raise PathTooLongError(
+                f"the name {part!r} is {size} bytes long and the file system allows "
+                f"{NAME_MAX_BYTES} (shorten the folder or file name): {full}"
+            )
+    name = PurePosixPath(full).name
+    written = len(full.encode("utf-8", "surrogateescape")) - len(
+        name.encode("utf-8", "surrogateescape")) + len(
+        temp_prefix(name).encode("utf-8", "surrogateescape")) + TEMP_TAIL
+    size = max(written, len(full.encode("utf-8", "surrogateescape")))
+    if size > POSIX_PATH_MAX_BYTES:
+        raise PathTooLongError(
+            f"the path is {size} bytes long and the file system allows {POSIX_PATH_MAX_BYTES} "
+            f"(shorten the folder or file names, or use an outbox closer to the root): {full}"
+        )
 
 
 # --- folders -------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "installed correctly).",
         "reason.interrupted": "The transcription was interrupted (the service stopped).",
         "reason.unsafe_path": "Refused: the file's path would write outside the outbox.",
-        "reason.path_too_long": "The transcript's path is longer than Windows allows.",
+        "reason.path_too_long": "The transcript's path is longer than the file system allows.",
         "reason.error": "Unexpected error.",
         "reason.gpu_library": "The GPU libraries faster-whisper needs are missing.",
         "engine.cuda_library": "faster-whisper cannot load the NVIDIA cuBLAS/cuDNN libraries "
@@ -129,8 +129,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "into the inbox again.",
         "hint.too_long": "Split the recording into shorter parts, or raise "
         "transcribe.max_audio_seconds.",
-        "hint.path_too_long": "Use shorter folder or file names, or turn on Windows long paths "
-        "(LongPathsEnabled = 1), then copy the file into the inbox again.",
+        "hint.path_too_long": "Use shorter folder or file names (or, on Windows, turn on long "
+        "paths: LongPathsEnabled = 1), then copy the file into the inbox again.",
         "hint.link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
         "hint.bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it "
         "into the inbox again.",
@@ -347,7 +347,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.worker_start": "转写进程无法启动（PyTorch 或 Whisper 安装有问题）。",
         "reason.interrupted": "转写被中断（服务停止）。",
         "reason.unsafe_path": "已拒绝：文件路径会写到输出文件夹之外。",
-        "reason.path_too_long": "转写结果的路径超过了 Windows 允许的长度。",
+        "reason.path_too_long": "转写结果的路径超过了文件系统允许的长度。",
         "reason.error": "意外错误。",
         "reason.gpu_library": "缺少 faster-whisper 需要的 GPU 库。",
         "engine.cuda_library": "faster-whisper 无法加载 NVIDIA cuBLAS/cuDNN 库（{error}）；请在服务"
@@ -368,8 +368,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "hint.bad_sidecar": "修正音频旁边的 .json 设置文件，然后把两者一起复制到收件箱。",
         "hint.model_missing": "把模型文件放到错误信息所说的位置，然后把音频重新复制到收件箱。",
         "hint.too_long": "把录音拆分成较短的几段，或调大 transcribe.max_audio_seconds。",
-        "hint.path_too_long": "使用更短的文件夹名或文件名，或开启 Windows 长路径"
-        "（LongPathsEnabled = 1），然后把文件重新复制到收件箱。",
+        "hint.path_too_long": "使用更短的文件夹名或文件名（在 Windows 上也可以开启长路径："
+        "LongPathsEnabled = 1），然后把文件重新复制到收件箱。",
         "hint.link": "请把录音文件本身复制到收件箱，而不是它的链接或快捷方式。",
         "hint.bad_name": "把文件（在 failed/ 中）改成不含异常字节的名字，再复制到收件箱。",
         "hint.gpu_library": "安装错误信息中提到的库并重启服务，然后把音频重新复制到收件箱。",

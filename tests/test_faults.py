@@ -354,6 +354,34 @@ def test_file_deleted_before_it_is_processed_has_a_clear_outcome(
     assert (s.inbox / "busy.wav").is_file()  # a cancelled file stays where it was
 
 
+def test_a_transcript_path_too_long_for_linux_fails_with_a_reason_and_nothing_lost(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """An outbox deep enough that outbox/<folder>/<name>.txt passes Linux's 4095-byte PATH_MAX
+    (the inbox path itself is fine): refused before any work, the file kept in failed/, the
+    report in the outbox's top folder (beside the transcript it could not be written)."""
+    outbox = tmp_path.joinpath(*["d" * 250] * 15)  # about 3.8 KB deep
+    settings = service_settings(tmp_path, models_dir, paths={"outbox": str(outbox)},
+                                scheduler={"max_attempts": 1})
+    svc = ServiceProcess(settings)
+    s = svc.settings
+    rel = "会议" * 40 + "/" + "记录" * 40 + ".wav"  # 240 + 244 bytes
+    try:
+        (s.inbox / rel).parent.mkdir(parents=True)
+        silence_wav(tmp_path / "x.wav", 1).rename(s.inbox / rel)
+        [row] = final(svc, 1, timeout=120)
+        assert svc.proc.poll() is None  # the service runs on
+        report = wait_for(lambda: [p for p in outbox.iterdir()
+                                   if p.name.endswith(".error.txt")], timeout=30)
+    finally:
+        assert svc.stop() == 0
+    assert (row.status, row.error_kind, row.attempts) == ("failed", "path_too_long", 1)
+    assert "4095" in row.error_message and "bytes" in row.error_message
+    assert (s.failed / rel).is_file() and not (s.inbox / rel).exists()  # nothing lost
+    text = report[0].read_text(encoding="utf-8")
+    assert "allows 4095" in text and "记录" in text and "Use shorter folder" in text
+
+
 BROKEN_TORCH = (  # what a damaged Windows torch install raises at import
     'raise OSError(126, "[WinError 126] The specified module could not be found. Error "\n'
     '              "loading torch\\\\lib\\\\c10.dll or one of its dependencies.")\n'

@@ -1,5 +1,6 @@
 """Filesystem rules (fsops): Windows naming rules on every platform, the one free-name
-allocator (case-insensitive), the one atomic write, Windows' path length limit."""
+allocator (case-insensitive), the one atomic write, the path length limits of Windows and
+Linux, checked on every platform."""
 
 from __future__ import annotations
 
@@ -103,8 +104,30 @@ def test_paths_windows_cannot_open_are_a_clear_error(tmp_path: Path) -> None:
     fsops.check_path_length(long, windows=True, long_paths_enabled=lambda: True)  # switched on
     fsops.check_path_length("C:\\DropScribe\\outbox\\a.txt", windows=True,
                             long_paths_enabled=lambda: False)
-    fsops.check_path_length(tmp_path / ("x" * 200) / ("y" * 200), windows=False)  # POSIX: fine
     assert isinstance(err.value, fsops.UnsafePathError)
+
+
+def test_paths_linux_cannot_open_are_the_same_clear_error() -> None:
+    """255 bytes a name part, 4095 bytes a path (PATH_MAX 4096 with its NUL) — checked on every
+    platform with windows=False, like the Windows rule with windows=True."""
+    fsops.check_path_length("/srv/outbox/" + "x" * 200 + "/" + "y" * 200, windows=False)
+    fsops.check_path_length("/srv/outbox/" + "会" * 85, windows=False)  # 255 bytes: fits
+    with pytest.raises(fsops.PathTooLongError) as err:
+        fsops.check_path_length("/srv/outbox/" + "会" * 86, windows=False)  # 258 bytes
+    assert "258 bytes" in str(err.value) and "255" in str(err.value)
+    deep = "/srv/outbox/" + "/".join(["目录" * 40] * 17)  # 17 parts of 240 bytes: ~4.1 KB
+    with pytest.raises(fsops.PathTooLongError) as err:
+        fsops.check_path_length(deep + "/a.txt", windows=False)
+    assert "4095" in str(err.value) and isinstance(err.value, fsops.UnsafePathError)
+    # fits as a final name, but not the hidden temp name written beside it first
+    near = "/" + "/".join(["d" * 250] * 16)  # 4016 bytes
+    fits = near + "/" + "n" * (4095 - len(near) - 1)
+    assert len(fits) == 4095
+    with pytest.raises(fsops.PathTooLongError):
+        fsops.check_path_length(fits, windows=False)
+    fsops.check_path_length(near + "/" + "n" * 40, windows=False)
+    # the Windows rule is not the Linux one: 300 characters are fine on Linux
+    fsops.check_path_length("/srv/" + "/".join(["会议"] * 150), windows=False)
 
 
 def test_split_relative_still_refuses_escapes() -> None:
