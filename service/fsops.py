@@ -12,7 +12,8 @@ user (or an attacker with write access to the inbox or outbox) controls, goes th
 * Names we give (transcripts, reports) follow Windows' rules on every platform — no device
   names (CON, NUL, COM1 …), no ``<>:"|?*`` or control characters, no trailing dot or space —
   so an outbox on a share written from Linux stays readable from Windows; and a name is free
-  only when no name differing just in letter case is taken (NTFS and macOS ignore case).
+  only when no name differing just in letter case is taken (NTFS and macOS ignore case) —
+  for the folders of outbox/, archive/ and failed/ too (``Team/`` and ``team/`` stay apart).
 * One free-name allocator (`` (2)``, `` (3)`` …) and one atomic write (temp file beside the
   target, fsynced, renamed) serve every module.
 * A path too long to write is a clear error before any work, not a cryptic failure half-way:
@@ -247,13 +248,65 @@ def safe_join(root: Path, rel: PurePosixPath | str) -> Path:
     return target
 
 
+def _folder_for(parent: Path, name: str) -> tuple[str, bool]:
+    """The folder in ``parent`` that holds the outputs of inbox folder ``name``, and whether it
+    is a numbered one (to be created now, so it is found again). ``name`` itself when a folder
+    of exactly that spelling is there or nothing differing only in letter case is; otherwise
+    (``team/`` when ``Team/`` is taken: one folder on NTFS, macOS and a share Windows reads)
+    ``team (2)``, ``team (3)`` … — the first one of exactly this spelling that exists, else the
+    first free one (case-insensitively), so two inbox folders never merge."""
+    try:
+        entries = os.listdir(parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return name, False
+    folded = {e.casefold() for e in entries}
+    if name in entries or name.casefold() not in folded:
+        return name, False
+    stem = fit_name(name, 8)
+    for n in range(2, 10_000):
+        candidate = f"{stem} ({n})"
+        if candidate in entries:
+            return candidate, False
+        if candidate.casefold() not in folded:
+            return candidate, True
+    raise FileExistsError(f"no free folder name for {name!r} in {parent}")
+
+
+def mirror_join(root: Path, rel: PurePosixPath | str, *, windows_names: bool = False,
+                create: bool = True) -> Path:
+    """``root/rel`` in a tree of ours that mirrors the inbox's folders (outbox/, archive/,
+    failed/): every check of :func:`safe_join`, and folder names that differ only in letter
+    case (``Team/`` and ``team/`` on Linux) kept apart, as free names are for files (see
+    :func:`_folder_for`). With ``windows_names`` each folder name is first made safe for Windows
+    readers. A numbered folder is created (best effort) as it is chosen, so it is found again
+    (``create=False`` to look a file up without creating anything)."""
+    parts = split_relative(rel)
+    folders = [windows_safe_name(p) for p in parts[:-1]] if windows_names else parts[:-1]
+    here = Path(root)
+    chosen = []
+    for name in folders:
+        name, new = _folder_for(here, name)
+        here = here / name
+        chosen.append(name)
+        if new and create and inside(root, here.parent):
+            try:
+                here.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # the write says why, in its own words
+    return safe_join(root, PurePosixPath(*chosen, parts[-1]))
+
+
 def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
     """``outbox/<folder of the source relative to the inbox>``: ``team/会议 记录 1.mp3`` →
     ``outbox/team``, with every check of :func:`safe_join`; each folder name made safe for
-    Windows readers (``aux/`` → ``aux_/``, ``notes./`` → ``notes/``) on every platform."""
-    parts = split_relative(rel_source)
-    safe = [windows_safe_name(p) for p in parts[:-1]]
-    return safe_join(outbox, PurePosixPath(*safe, parts[-1])).parent
+    Windows readers (``aux/`` → ``aux_/``, ``notes./`` → ``notes/``) on every platform, and
+    kept apart from a folder differing only in letter case (:func:`mirror_join`)."""
+    out_dir = mirror_join(outbox, rel_source, windows_names=True).parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)  # taken now, not when the outputs are written
+    except OSError:
+        pass  # a path too long, a full disk: checked and said where the outputs are written
+    return out_dir
 
 
 # --- link-safe opens ------------------------------------------------------------------------------

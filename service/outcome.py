@@ -130,7 +130,7 @@ def _report(settings: Settings, task: Task) -> None:
         stem,
         source_name=task.source,
         message=i18n.reason(task.error_kind, task.error_message, lang),
-        moved_to=settings.failed / rel.parent / rel.name,
+        moved_to=fsops.mirror_join(settings.failed, rel, create=False),
         attempts=task.attempts,
         when=task.finished_at or task.created_at,
         hint=i18n.t(f"hint.{task.error_kind}", lang) if task.error_kind in HINT_KINDS else None,

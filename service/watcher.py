@@ -330,7 +330,7 @@ class InboxWatcher:
         moves to failed/ under its escaped name (nothing is lost) and a failed row says why."""
         shown = fsops.display(rel)
         try:
-            dest = fsops.move_no_overwrite(path, fsops.safe_join(self.settings.failed, shown))
+            dest = fsops.move_no_overwrite(path, fsops.mirror_join(self.settings.failed, shown))
         except (OSError, ValueError) as err:
             log.error("cannot move %s to the failed folder: %s", shown, fsops.display(str(err)))
             return None

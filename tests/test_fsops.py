@@ -52,6 +52,40 @@ def test_output_folders_follow_the_windows_rules_too(tmp_path: Path) -> None:
     assert fsops.output_dir_for(tmp_path, "team/talk.mp3") == tmp_path / "team"
 
 
+def test_folders_differing_only_in_case_stay_apart(tmp_path: Path) -> None:
+    """Inbox folders `Team/` and `team/` (Linux, or a share) would be one folder on Windows and
+    overwrite each other's transcripts: each gets its own, found again for its next file."""
+    out = tmp_path / "outbox"
+    team = fsops.output_dir_for(out, "Team/a.mp3")
+    assert team == out / "Team" and team.is_dir()  # taken at once, not when written
+    other = fsops.output_dir_for(out, "team/a.mp3")
+    assert other == out / "team (2)" and other.is_dir()
+    assert fsops.output_dir_for(out, "team/b.mp3") == other  # the same folder next time
+    assert fsops.output_dir_for(out, "Team/b.mp3") == team
+    assert fsops.output_dir_for(out, "TEAM/a.mp3") == out / "TEAM (3)"  # "team (2)" is taken
+    assert fsops.output_dir_for(out, "team/Sub/x.mp3") == other / "Sub"  # deeper too
+    assert fsops.output_dir_for(out, "Team/sub/x.mp3") == team / "sub"
+    assert fsops.output_dir_for(out, "AUX/x.mp3") == out / "AUX_"  # Windows names first …
+    assert fsops.output_dir_for(out, "aux/x.mp3") == out / "aux_ (2)"  # … then letter case
+    names = [p.name.casefold() for p in out.iterdir()]
+    assert len(names) == len(set(names)) == 5  # nothing Windows would merge
+    for folder, text in ((team, "Team"), (other, "team")):
+        stem = outputs.transcript_stem(folder, "a")
+        result = {"text": text, "segments": [{"start": 0.0, "end": 1.0, "text": text}]}
+        outputs.write_transcripts(result, folder, stem, ["txt"], {})
+    assert (team / "a.txt").read_text(encoding="utf-8").strip() == "Team"
+    assert (other / "a.txt").read_text(encoding="utf-8").strip() == "team"
+
+
+def test_a_lookup_in_a_mirrored_tree_creates_nothing(tmp_path: Path) -> None:
+    (tmp_path / "Team").mkdir()
+    assert fsops.mirror_join(tmp_path, "team/x.wav", create=False) == tmp_path / "team (2)/x.wav"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Team"]
+    assert fsops.mirror_join(tmp_path, "Team/x.wav") == tmp_path / "Team/x.wav"
+    with pytest.raises(fsops.UnsafePathError):
+        fsops.mirror_join(tmp_path, "../x.wav")
+
+
 def test_error_reports_follow_the_windows_rules() -> None:
     task = Task(source="team/CON.mp3")
     assert outcome.report_name(task) == "CON_.mp3.error.txt"
