@@ -55,10 +55,9 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
             # The task's outcome stands; the file stays where it is and the row says so.
             log.error("task %s: could not move %s (tried again every minute): %s", task.id,
                       display(task.source), err)
-            note = " (the source file could not be moved"
-            if note not in (task.error_message or ""):
-                queue.update_fields(task.id, error_message=(task.error_message or "") +
-                                    f"{note}: {err})")
+            if " (the source file could not be moved: " not in (task.error_message or ""):
+                queue.update_fields(task.id, error_message=i18n.t(  # said in Chinese by reasons
+                    "detail.not_moved", "en", message=task.error_message or "", error=err))
     try:
         if task.status == FAILED:
             _report(settings, task)
