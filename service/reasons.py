@@ -83,6 +83,7 @@ _PHRASES = {
     "unterminated string starting at": "json.string",
 }
 _FORMAT = re.compile(r"(?:an? )?(?P<name>.+?) (?P<what>audio|video|file)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
 
 
@@ -106,8 +107,8 @@ def detail(text: str, lang: str | None) -> str:
     said = _known(text, lang)
     if said is not None:
         return said
-    if _CJK.search(text):  # recorded in the user's language already (the watcher's reasons)
-        return text
+    if _CJK.search(_QUOTED.sub("", text)):  # recorded in Chinese already (the watcher's
+        return text                         # reasons), not merely naming a Chinese file
     return i18n.t("detail.raw", lang, text=text)
 
 

@@ -173,6 +173,8 @@ def test_an_error_nobody_foresaw_keeps_its_words_clearly_labelled() -> None:
     assert i18n.reason(kind, message, "en") == message
     weird = i18n.reason("io_error", "Could not read or write a file: [Errno 9999] Strange", ZH)
     assert "详细信息：[Errno 9999] Strange" in weird
+    named = i18n.reason("error", "Unexpected error: KeyError: '会议.mp3'", ZH)
+    assert named == "意外错误。（详细信息：KeyError: '会议.mp3'）"  # a name is no translation
     assert i18n.reason("held", "另一个程序占用该文件超过 5 秒", ZH).endswith(
         "（另一个程序占用该文件超过 5 秒）")  # recorded in Chinese already: as it is
 
