@@ -28,7 +28,7 @@ def retry(settings: Settings, queue: TaskQueue, task_id: int) -> None:
     if task.status not in (FAILED, CANCELLED):
         raise ActionError("action.not_retryable", id=task_id, state=task.status)
     if task.source_state == "failed" and move_source(settings.failed, task.source,
-                                                     settings.inbox) is None:
+                                                     settings.inbox, back=True) is None:
         raise ActionError("action.source_gone", id=task_id, file=task.source)
     if queue.retry(task_id) is None:
         raise ActionError("action.not_retryable", id=task_id, state=task.status)

@@ -205,7 +205,7 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     if task.source_state == "failed":
         # Bring the file back from failed/ so the worker can read it.
-        if move_source(settings.failed, task.source, settings.inbox) is None:
+        if move_source(settings.failed, task.source, settings.inbox, back=True) is None:
             print(f"error: {settings.failed / task.source} is gone; copy the file into the inbox "
                   "again instead", file=sys.stderr)
             return 1

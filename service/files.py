@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from .fsops import display, move_no_overwrite, safe_join
+from .fsops import display, mirror_join, move_no_overwrite, safe_join
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,14 @@ def rel_source(inbox: Path, path: Path) -> str:
     return PurePosixPath(*path.relative_to(inbox).parts).as_posix()
 
 
-def move_source(inbox: Path, rel: str, dest_root: Path) -> Path | None:
+def move_source(inbox: Path, rel: str, dest_root: Path, *, back: bool = False) -> Path | None:
     """Move inbox/rel (and its sidecar) to dest_root/rel; returns the new path or None if the
     source is gone. Never overwrites: a taken name gets a numbered suffix; across disks the copy
     is verified before it gets its name, so a full disk leaves no truncated file (fsops).
+    archive/ and failed/ mirror the inbox's folders with folders differing only in letter case
+    kept apart (fsops.mirror_join); ``back`` moves from such a tree to the inbox (a retry).
     Folders are left in place (a user's model subfolders stay)."""
-    src = safe_join(inbox, rel)
+    src = mirror_join(inbox, rel, create=False) if back else safe_join(inbox, rel)
     try:
         st = os.lstat(src)
     except OSError:
@@ -54,7 +56,8 @@ def move_source(inbox: Path, rel: str, dest_root: Path) -> Path | None:
         log.warning("cannot move %s: it is no longer in the inbox", display(str(src)))
         return None
     try:
-        target = move_no_overwrite(src, safe_join(dest_root, rel))
+        dest = safe_join(dest_root, rel) if back else mirror_join(dest_root, rel)
+        target = move_no_overwrite(src, dest)
     except FileNotFoundError:
         if os.path.lexists(src):
             raise

@@ -12,11 +12,13 @@ user (or an attacker with write access to the inbox or outbox) controls, goes th
 * Names we give (transcripts, reports) follow Windows' rules on every platform — no device
   names (CON, NUL, COM1 …), no ``<>:"|?*`` or control characters, no trailing dot or space —
   so an outbox on a share written from Linux stays readable from Windows; and a name is free
-  only when no name differing just in letter case is taken (NTFS and macOS ignore case).
+  only when no name differing just in letter case is taken (NTFS and macOS ignore case) —
+  for the folders of outbox/, archive/ and failed/ too (``Team/`` and ``team/`` stay apart).
 * One free-name allocator (`` (2)``, `` (3)`` …) and one atomic write (temp file beside the
   target, fsynced, renamed) serve every module.
-* Windows' 260-character path limit is a clear error naming the registry switch, not a
-  cryptic failure half-way.
+* A path too long to write is a clear error before any work, not a cryptic failure half-way:
+  Windows' 260 characters (naming the registry switch), elsewhere 255 bytes a name and
+  4095 bytes a path.
 * A move never overwrites, and a copy across disks never leaves a truncated file under the
   final name.
 """
@@ -45,6 +47,7 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 WINDOWS_MAX_PATH = 260  # MAX_PATH, counting the terminating NUL: 259 characters fit
+POSIX_PATH_MAX_BYTES = 4095  # Linux PATH_MAX is 4096 bytes, counting the terminating NUL
 # Device names Windows reserves in every folder, with any extension ("nul.txt", "COM1.mp3").
 _WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)$",
                               re.IGNORECASE)
@@ -168,19 +171,44 @@ def check_path_length(
     windows: bool | None = None,
     long_paths_enabled: Callable[[], bool] = _windows_long_paths_enabled,
 ) -> None:
-    """Raise PathTooLongError for a path Windows would refuse (≥ 260 characters without the
-    LongPathsEnabled switch), naming the limit and the switch. Elsewhere a no-op; `windows`
-    and `long_paths_enabled` are injectable so the rule is tested on every platform."""
+    """Raise PathTooLongError, naming the limit, for a path the file system would refuse, so a
+    task fails with a plain reason before any work (and nothing is lost) instead of half-way:
+
+    * Windows: ≥ 260 characters (MAX_PATH) without the LongPathsEnabled switch;
+    * elsewhere (Linux): a name part over 255 bytes (NAME_MAX) or a path over 4095 bytes
+      (PATH_MAX, 4096 with its NUL), counting the hidden temp name written beside it first.
+
+    ``windows`` and ``long_paths_enabled`` are injectable so both rules are tested on every
+    platform."""
     windows = os.name == "nt" if windows is None else windows
-    full = os.path.abspath(path) if not windows else str(PureWindowsPath(path))
-    if not windows or len(full) < WINDOWS_MAX_PATH or long_paths_enabled():
-        return
-    raise PathTooLongError(
-        f"the path is {len(full)} characters long and Windows allows {WINDOWS_MAX_PATH - 1} "
-        "(shorten the folder or file name, or turn on long paths: registry "
-        "HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem, LongPathsEnabled = 1, "
-        f"then restart): {full}"
-    )
+    if windows:
+        full = str(PureWindowsPath(path))
+        if len(full) < WINDOWS_MAX_PATH or long_paths_enabled():
+            return
+        raise PathTooLongError(
+            f"the path is {len(full)} characters long and Windows allows "
+            f"{WINDOWS_MAX_PATH - 1} (shorten the folder or file name, or turn on long paths: "
+            "registry HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem, "
+            f"LongPathsEnabled = 1, then restart): {full}"
+        )
+    full = os.path.abspath(path)
+    for part in PurePosixPath(full).parts[1:]:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX_BYTES:
+            raise PathTooLongError(
+                f"the name {part!r} is {size} bytes long and the file system allows "
+                f"{NAME_MAX_BYTES} (shorten the folder or file name): {full}"
+            )
+    name = PurePosixPath(full).name
+    written = len(full.encode("utf-8", "surrogateescape")) - len(
+        name.encode("utf-8", "surrogateescape")) + len(
+        temp_prefix(name).encode("utf-8", "surrogateescape")) + TEMP_TAIL
+    size = max(written, len(full.encode("utf-8", "surrogateescape")))
+    if size > POSIX_PATH_MAX_BYTES:
+        raise PathTooLongError(
+            f"the path is {size} bytes long and the file system allows {POSIX_PATH_MAX_BYTES} "
+            f"(shorten the folder or file names, or use an outbox closer to the root): {full}"
+        )
 
 
 # --- folders -------------------------------------------------------------------------------------
@@ -220,13 +248,65 @@ def safe_join(root: Path, rel: PurePosixPath | str) -> Path:
     return target
 
 
+def _folder_for(parent: Path, name: str) -> tuple[str, bool]:
+    """The folder in ``parent`` that holds the outputs of inbox folder ``name``, and whether it
+    is a numbered one (to be created now, so it is found again). ``name`` itself when a folder
+    of exactly that spelling is there or nothing differing only in letter case is; otherwise
+    (``team/`` when ``Team/`` is taken: one folder on NTFS, macOS and a share Windows reads)
+    ``team (2)``, ``team (3)`` … — the first one of exactly this spelling that exists, else the
+    first free one (case-insensitively), so two inbox folders never merge."""
+    try:
+        entries = os.listdir(parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return name, False
+    folded = {e.casefold() for e in entries}
+    if name in entries or name.casefold() not in folded:
+        return name, False
+    stem = fit_name(name, 8)
+    for n in range(2, 10_000):
+        candidate = f"{stem} ({n})"
+        if candidate in entries:
+            return candidate, False
+        if candidate.casefold() not in folded:
+            return candidate, True
+    raise FileExistsError(f"no free folder name for {name!r} in {parent}")
+
+
+def mirror_join(root: Path, rel: PurePosixPath | str, *, windows_names: bool = False,
+                create: bool = True) -> Path:
+    """``root/rel`` in a tree of ours that mirrors the inbox's folders (outbox/, archive/,
+    failed/): every check of :func:`safe_join`, and folder names that differ only in letter
+    case (``Team/`` and ``team/`` on Linux) kept apart, as free names are for files (see
+    :func:`_folder_for`). With ``windows_names`` each folder name is first made safe for Windows
+    readers. A numbered folder is created (best effort) as it is chosen, so it is found again
+    (``create=False`` to look a file up without creating anything)."""
+    parts = split_relative(rel)
+    folders = [windows_safe_name(p) for p in parts[:-1]] if windows_names else parts[:-1]
+    here = Path(root)
+    chosen = []
+    for name in folders:
+        name, new = _folder_for(here, name)
+        here = here / name
+        chosen.append(name)
+        if new and create and inside(root, here.parent):
+            try:
+                here.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # the write says why, in its own words
+    return safe_join(root, PurePosixPath(*chosen, parts[-1]))
+
+
 def output_dir_for(outbox: Path, rel_source: PurePosixPath | str) -> Path:
     """``outbox/<folder of the source relative to the inbox>``: ``team/会议 记录 1.mp3`` →
     ``outbox/team``, with every check of :func:`safe_join`; each folder name made safe for
-    Windows readers (``aux/`` → ``aux_/``, ``notes./`` → ``notes/``) on every platform."""
-    parts = split_relative(rel_source)
-    safe = [windows_safe_name(p) for p in parts[:-1]]
-    return safe_join(outbox, PurePosixPath(*safe, parts[-1])).parent
+    Windows readers (``aux/`` → ``aux_/``, ``notes./`` → ``notes/``) on every platform, and
+    kept apart from a folder differing only in letter case (:func:`mirror_join`)."""
+    out_dir = mirror_join(outbox, rel_source, windows_names=True).parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)  # taken now, not when the outputs are written
+    except OSError:
+        pass  # a path too long, a full disk: checked and said where the outputs are written
+    return out_dir
 
 
 # --- link-safe opens ------------------------------------------------------------------------------

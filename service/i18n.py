@@ -103,9 +103,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "installed correctly).",
         "reason.interrupted": "The transcription was interrupted (the service stopped).",
         "reason.unsafe_path": "Refused: the file's path would write outside the outbox.",
-        "reason.path_too_long": "The transcript's path is longer than Windows allows.",
+        "reason.path_too_long": "The transcript's path is longer than the file system allows.",
         "reason.error": "Unexpected error.",
         "reason.gpu_library": "The GPU libraries faster-whisper needs are missing.",
+        "reason.engine_stuck": "Whisper stopped making progress, so the task was stopped.",
+        "reason.bad_options": "The transcription options are invalid.",
+        "reason.link": "The file is a link (shortcut), not the recording itself.",
+        "reason.bad_name": "The file name is not valid text.",
+        "reason.unreadable": "The file could not be recorded.",
         "engine.cuda_library": "faster-whisper cannot load the NVIDIA cuBLAS/cuDNN libraries "
                                "({error}); install them into the service's Python with: pip "
                                "install nvidia-cublas-cu12 nvidia-cudnn-cu12==9.* (then restart "
@@ -129,8 +134,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "into the inbox again.",
         "hint.too_long": "Split the recording into shorter parts, or raise "
         "transcribe.max_audio_seconds.",
-        "hint.path_too_long": "Use shorter folder or file names, or turn on Windows long paths "
-        "(LongPathsEnabled = 1), then copy the file into the inbox again.",
+        "hint.path_too_long": "Use shorter folder or file names (or, on Windows, turn on long "
+        "paths: LongPathsEnabled = 1), then copy the file into the inbox again.",
         "hint.link": "Copy the recording itself into the inbox, not a link or shortcut to it.",
         "hint.bad_name": "Rename the file (in failed/) to a name without unusual bytes and copy it "
         "into the inbox again.",
@@ -350,14 +355,19 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.worker_start": "转写进程无法启动（PyTorch 或 Whisper 安装有问题）。",
         "reason.interrupted": "转写被中断（服务停止）。",
         "reason.unsafe_path": "已拒绝：文件路径会写到输出文件夹之外。",
-        "reason.path_too_long": "转写结果的路径超过了 Windows 允许的长度。",
+        "reason.path_too_long": "转写结果的路径超过了文件系统允许的长度。",
         "reason.error": "意外错误。",
         "reason.gpu_library": "缺少 faster-whisper 需要的 GPU 库。",
+        "reason.engine_stuck": "Whisper 停滞不前，任务已停止。",
+        "reason.bad_options": "转写选项无效。",
+        "reason.link": "这是链接（快捷方式），不是录音文件本身。",
+        "reason.bad_name": "文件名不是有效的文本。",
+        "reason.unreadable": "无法记录此文件。",
         "engine.cuda_library": "faster-whisper 无法加载 NVIDIA cuBLAS/cuDNN 库（{error}）；请在服务"
                                "使用的 Python 中安装：pip install nvidia-cublas-cu12 "
                                "nvidia-cudnn-cu12==9.*（然后重启服务），或设置 "
                                "transcribe.engine: openai-whisper。",
-        "reason.with_detail": "{reason}（详情：{detail}）",
+        "reason.with_detail": "{reason}（{detail}）",
         "report.title": "DropScribe 无法转写“{file}”。",
         "report.what": "出了什么问题：{reason}",
         "report.tries": "共尝试 {tries}，最后一次在 {when}。",
@@ -371,8 +381,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "hint.bad_sidecar": "修正音频旁边的 .json 设置文件，然后把两者一起复制到收件箱。",
         "hint.model_missing": "把模型文件放到错误信息所说的位置，然后把音频重新复制到收件箱。",
         "hint.too_long": "把录音拆分成较短的几段，或调大 transcribe.max_audio_seconds。",
-        "hint.path_too_long": "使用更短的文件夹名或文件名，或开启 Windows 长路径"
-        "（LongPathsEnabled = 1），然后把文件重新复制到收件箱。",
+        "hint.path_too_long": "使用更短的文件夹名或文件名（在 Windows 上也可以开启长路径："
+        "LongPathsEnabled = 1），然后把文件重新复制到收件箱。",
         "hint.link": "请把录音文件本身复制到收件箱，而不是它的链接或快捷方式。",
         "hint.bad_name": "把文件（在 failed/ 中）改成不含异常字节的名字，再复制到收件箱。",
         "hint.gpu_library": "安装错误信息中提到的库并重启服务，然后把音频重新复制到收件箱。",
@@ -516,14 +526,12 @@ def t(key: str, lang: str | None = None, **kw: object) -> str:
 
 def reason(kind: str | None, message: str | None, lang: str | None = None) -> str:
     """A failure as the user reads it (`.error.txt`, `status`, the status page): in English the
-    detailed message; in Chinese the reason for its kind in Chinese, then the detail (file
-    names, limits, the library's own words) unchanged, so nothing specific is lost."""
-    detail = (message or "").strip()
-    if normalize(lang) == DEFAULT:
-        return detail or t("reason.error", lang)
-    key = f"reason.{kind}" if kind and f"reason.{kind}" in MESSAGES[DEFAULT] else "reason.error"
-    said = t(key, lang)
-    return t("reason.with_detail", lang, reason=said, detail=detail) if detail else said
+    detailed message; in Chinese the reason for its kind, then the detail said in Chinese too
+    (service/reasons.py: file names, limits and paths unchanged; only an error nobody foresaw
+    keeps its own words, labelled "详细信息：")."""
+    from . import reasons  # it reads this catalog
+
+    return reasons.reason(kind, message, lang)
 
 
 def catalog(lang: str | None) -> dict[str, str]:
@@ -546,3 +554,250 @@ def duration(seconds: float | None, lang: str | None = None) -> str:
     if s < 3600:
         return t("dur.ms", lang, m=s // 60, s=s % 60)
     return t("dur.hm", lang, h=s // 3600, m=s % 3600 // 60)
+
+
+# --- failure details (service/reasons.py) ---------------------------------------------------
+# English: the exact words the worker, dispatcher, watcher, audio, engine and fsops modules write
+# into a task row (reasons.py reads each as a pattern: {field} matches any text); Chinese: the
+# same said in Chinese. A detail that repeats its reason (reason.<kind>) keeps only what it adds.
+MESSAGES["en"].update({
+    "detail.raw": "Details: {text}",
+    "detail.not_moved": "{message} (the source file could not be moved: {error})",
+    "detail.unexpected": "Unexpected error: {error}",
+    "detail.io": "Could not read or write a file: {error}",
+    "detail.refused": "Refused: {error}",
+    "detail.cannot_write": "Cannot write the transcripts: {error}",
+    "detail.bad_options": "Invalid transcription options: {error}",
+    "detail.oom": "The GPU ran out of memory; the task will wait and retry.",
+    "detail.crashed": "The worker process stopped unexpectedly (exit code {code}).",
+    "detail.timeout": "The transcription took longer than {limit} seconds and was stopped "
+                      "(scheduler.timeout_factor / timeout_min_seconds in settings.yaml).",
+    "detail.interrupted": "The transcription was interrupted (the service or its worker "
+                          "stopped unexpectedly).",
+    "detail.worker_start": "The worker process could not start: {error}. PyTorch or Whisper "
+    "is not installed correctly in this Python environment (on Windows a missing DLL such as "
+    "c10.dll usually means a broken torch install or a missing Visual C++ runtime); reinstall "
+    "it, then restart the service.",
+    "detail.stuck": "Whisper stopped advancing through the audio (it decoded the same window "
+                    "50 times); the task was stopped instead of running forever.",
+    "detail.cuda_missing": "Library {library} is not found or cannot be loaded",
+    "detail.cuda_locate": "Could not locate {library}. Please make sure it is in your library "
+                          "path!",
+    "detail.cuda_any": "Unable to load any of {library}",
+    "detail.too_long": "The audio is {hours} hours long; the limit is {limit} hours "
+                       "(transcribe.max_audio_seconds in settings.yaml).",
+    # audio.py (MSG_*)
+    "detail.empty": "The file is empty (0 bytes). If it was still being copied, copy it again.",
+    "detail.directory": "This is a folder, not an audio file.",
+    "detail.not_file": "This is not a regular file (it may be a device or a pipe).",
+    "detail.missing": "The file is no longer there (it was moved or deleted before it could be "
+                      "read).",
+    "detail.permission": "The file cannot be read: permission denied. Check the file's "
+    "permissions; on Windows, close any program that still has it open.",
+    "detail.not_media": "This is not an audio or video file (DropScribe cannot read its "
+                        "contents).",
+    "detail.no_audio_video": "This file has no audio stream (it looks like a video-only file).",
+    "detail.no_audio": "This file has no audio stream.",
+    "detail.no_audio_data": "The file contains no audio data (0 seconds).",
+    "detail.damaged_like": "The file is damaged or truncated: it starts like {format}, but "
+                           "cannot be read.",
+    "detail.damaged": "The file is damaged or truncated: {error}",
+    "detail.unreadable": "The file could not be read: {error}.",
+    # models (engine.py, fasterwhisper.py)
+    "detail.model_not_in": "Model '{name}' is not in {folder}{why}. Put {name}.pt there, or "
+    "import a faster-whisper/CTranslate2 model with: python app.py models import <folder> "
+    "--name {name}",
+    "detail.not_a_model": "'{name}' is not a model name: use a plain name such as 'small' or "
+                          "'large-v3', whose file NAME.pt lives in {folder}.",
+    "detail.model_file_bad": "Model file {path} could not be loaded ({error}). It may be "
+    "incomplete or not an openai-whisper checkpoint; replace it, or import the model again "
+    "with: python app.py models import <folder> --name {name}",
+    "detail.fw_not_a_model": "'{name}' is not a model name: use a plain name such as 'small', "
+                             "whose faster-whisper folder lives in {folder}.",
+    "detail.fw_lacks": "The faster-whisper model folder {folder} lacks {files}; copy the whole "
+    "CTranslate2 folder (model.bin, config.json, tokenizer.json, vocabulary) there.",
+    "detail.fw_bad": "The faster-whisper model in {folder} could not be loaded ({error}). It "
+    "may be incomplete or not a CTranslate2 Whisper model; copy the folder again.",
+    "detail.fw_not_in": "Model '{name}' is not in {folder}{why}. For transcribe.engine "
+    "faster-whisper, put the CTranslate2 folder there as {path} (model.bin or model.bin.part1, "
+    "part2 …, config.json, tokenizer.json, vocabulary), or use openai-whisper with {name}.pt.",
+    "detail.fw_download": "Model '{name}' is not in {folder} (downloading it failed: {error}). "
+                          "Put the CTranslate2 folder there as {path}.",
+    "detail.download_off": "downloading is switched off",
+    "detail.download_failed": "downloading it failed: {error}",
+    # paths (fsops.py, outputs.py)
+    "detail.outside_link": "{path} resolves outside {root} (a folder was replaced by a link)",
+    "detail.outside": "{path} resolves outside {root}",
+    "detail.absolute": "absolute path or drive not allowed: {path}",
+    "detail.dotdot": "'..' or an unsafe component is not allowed: {path}",
+    "detail.unsafe_name": "unsafe output name: {name}",
+    "detail.windows_path": "the path is {n} characters long and Windows allows {limit} (shorten "
+    "the folder or file name, or turn on long paths: registry "
+    "HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem, LongPathsEnabled = 1, then "
+    "restart): {path}",
+    "detail.name_bytes": "the name {name} is {n} bytes long and the file system allows {limit} "
+                         "(shorten the folder or file name): {path}",
+    "detail.path_bytes": "the path is {n} bytes long and the file system allows {limit} "
+    "(shorten the folder or file names, or use an outbox closer to the root): {path}",
+    # settings files beside the audio (sidecar.py)
+    "detail.sidecar_link": "the settings file {file} is not a plain file ({error}); copy the "
+                           "file itself, not a link or a pipe",
+    "detail.sidecar_large": "the settings file {file} is larger than 64 KB",
+    "detail.sidecar_utf8": "cannot read {file}: it is not UTF-8 text (byte {n}); save it as "
+                           "UTF-8",
+    "detail.sidecar_read": "cannot read {file}: {error}",
+    "detail.sidecar_json": "{file} is not valid JSON (line {line}, column {column}: {error})",
+    "detail.sidecar_deep": "{file} is nested too deeply to be a settings file",
+    "detail.sidecar_object": "{file} must hold a JSON object like {{\"model\": \"small\"}}",
+    "detail.sidecar_model": "{file} names the model {model}, which is not known; use one of: "
+                            "{models}",
+    "detail.sidecar_invalid": "{file} is invalid: {error}",
+    # what an operating system error is about (reasons.os_error), and FFmpeg's and JSON's words
+    "oserr.not_found": "no such file or folder",
+    "oserr.permission": "permission denied",
+    "oserr.in_use": "the file is in use by another program",
+    "oserr.disk_full": "the disk is full",
+    "oserr.too_big": "the file is larger than the file system allows",
+    "oserr.name_too_long": "the file name or path is too long",
+    "oserr.read_only": "the file system is read-only",
+    "oserr.io": "a read or write error (a failing disk or network share)",
+    "oserr.exists": "the file already exists",
+    "oserr.is_dir": "it is a folder",
+    "oserr.not_dir": "a part of the path is not a folder",
+    "oserr.link": "it is a link, not a file",
+    "oserr.not_regular": "it is not a regular file",
+    "oserr.replaced_by_link": "the file was replaced by a link",
+    "oserr.folder_link": "its folder was replaced by a link",
+    "oserr.incomplete": "the copy is incomplete",
+    "oserr.no_memory": "out of memory",
+    "oserr.stale": "the file on the network share is no longer valid",
+    "oserr.with_path": "{what}: {path}",
+    "ffmpeg.invalid_data": "the data is not valid audio or video",
+    "ffmpeg.eof": "the file ends too early",
+    "ffmpeg.decoder": "no decoder for this format",
+    "ffmpeg.demuxer": "the container format is not supported",
+    "ffmpeg.invalid_argument": "the file has invalid settings",
+    "ffmpeg.not_permitted": "the operation is not possible on this file",
+    "json.value": "a value is missing",
+    "json.name": "a key must be in double quotes",
+    "json.comma": "a comma is missing",
+    "json.colon": "a colon is missing",
+    "json.extra": "there is more text after the JSON object",
+    "json.string": "a text value is not closed",
+    "format.audio": "{name} audio",
+    "format.video": "{name} video",
+    "format.file": "a file of type {name}",
+})
+MESSAGES["zh-CN"].update({
+    "detail.raw": "详细信息：{text}",
+    "detail.not_moved": "{message}（源文件无法移动：{error}）",
+    "detail.unexpected": "{error}",
+    "detail.io": "{error}",
+    "detail.refused": "{error}",
+    "detail.cannot_write": "{error}",
+    "detail.bad_options": "转写选项无效：{error}",
+    "detail.oom": "任务将等待显存空出后重试。",
+    "detail.crashed": "退出码 {code}",
+    "detail.timeout": "用时超过 {limit} 秒；可在 settings.yaml 中调整 scheduler.timeout_factor "
+                      "和 timeout_min_seconds",
+    "detail.interrupted": "服务或其转写进程意外停止",
+    "detail.worker_start": "{error}。此 Python 环境中的 PyTorch 或 Whisper 安装有问题（在 "
+    "Windows 上，缺少 c10.dll 之类的 DLL 通常说明 torch 安装损坏或缺少 Visual C++ 运行库）；"
+    "请重新安装，然后重启服务。",
+    "detail.stuck": "Whisper 在音频中不再前进（同一段解码了 50 次）；任务已停止，以免一直运行。",
+    "detail.cuda_missing": "找不到或无法加载库 {library}",
+    "detail.cuda_locate": "找不到库 {library}，请确认它在库的搜索路径中",
+    "detail.cuda_any": "以下的库一个也无法加载：{library}",
+    "detail.too_long": "录音长 {hours} 小时，上限是 {limit} 小时（settings.yaml 中的 "
+                       "transcribe.max_audio_seconds）。",
+    "detail.empty": "文件是空的（0 字节）。如果它当时还在复制，请重新复制。",
+    "detail.directory": "这是文件夹，不是音频文件。",
+    "detail.not_file": "这不是普通文件（可能是设备或管道）。",
+    "detail.missing": "文件已不在原处（在读取之前被移动或删除了）。",
+    "detail.permission": "无法读取文件：没有权限。请检查文件的权限；在 Windows 上，请关闭仍打开"
+                         "该文件的程序。",
+    "detail.not_media": "这不是音频或视频文件（DropScribe 无法读取其内容）。",
+    "detail.no_audio_video": "此文件没有音轨（看起来是只有画面的视频）。",
+    "detail.no_audio": "此文件没有音轨。",
+    "detail.no_audio_data": "文件中没有音频数据（0 秒）。",
+    "detail.damaged_like": "文件已损坏或不完整：开头看起来是{format}，但无法读取。",
+    "detail.damaged": "文件已损坏或不完整：{error}",
+    "detail.unreadable": "无法读取文件：{error}。",
+    "detail.model_not_in": "模型“{name}”不在 {folder} 中{why}。请把 {name}.pt 放到那里，或用"
+    "命令 `python app.py models import <folder> --name {name}` 导入 faster-whisper/CTranslate2 "
+    "模型。",
+    "detail.not_a_model": "“{name}”不是模型名：请使用“small”或“large-v3”这样的简单名称，"
+                          "其文件 NAME.pt 放在 {folder} 中。",
+    "detail.model_file_bad": "无法加载模型文件 {path}（{error}）。它可能不完整，或不是 "
+    "openai-whisper 的模型文件；请替换它，或用命令 "
+    "`python app.py models import <folder> --name {name}` 重新导入模型。",
+    "detail.fw_not_a_model": "“{name}”不是模型名：请使用“small”这样的简单名称，其 "
+                             "faster-whisper 文件夹放在 {folder} 中。",
+    "detail.fw_lacks": "faster-whisper 模型文件夹 {folder} 缺少 {files}；请把完整的 CTranslate2 "
+    "文件夹（model.bin、config.json、tokenizer.json、vocabulary）复制到那里。",
+    "detail.fw_bad": "无法加载 {folder} 中的 faster-whisper 模型（{error}）。它可能不完整，或"
+    "不是 CTranslate2 格式的 Whisper 模型；请重新复制该文件夹。",
+    "detail.fw_not_in": "模型“{name}”不在 {folder} 中{why}。使用 transcribe.engine "
+    "faster-whisper 时，请把 CTranslate2 文件夹放到 {path}（model.bin 或 model.bin.part1、"
+    "part2 …、config.json、tokenizer.json、vocabulary），或改用 openai-whisper 和 {name}.pt。",
+    "detail.fw_download": "模型“{name}”不在 {folder} 中（下载失败：{error}）。请把 CTranslate2 "
+                          "文件夹放到 {path}。",
+    "detail.download_off": "已关闭下载",
+    "detail.download_failed": "下载失败：{error}",
+    "detail.outside_link": "{path} 指向 {root} 之外（某个文件夹被换成了链接）",
+    "detail.outside": "{path} 指向 {root} 之外",
+    "detail.absolute": "不允许绝对路径或盘符：{path}",
+    "detail.dotdot": "不允许“..”或不安全的路径部分：{path}",
+    "detail.unsafe_name": "不安全的输出文件名：{name}",
+    "detail.windows_path": "路径长 {n} 个字符，Windows 最多允许 {limit} 个（请缩短文件夹名或"
+    "文件名，或开启长路径：注册表 HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem 中设 "
+    "LongPathsEnabled = 1，然后重启）：{path}",
+    "detail.name_bytes": "名称 {name} 长 {n} 字节，文件系统最多允许 {limit} 字节（请缩短文件夹名或"
+                         "文件名）：{path}",
+    "detail.path_bytes": "路径长 {n} 字节，文件系统最多允许 {limit} 字节（请缩短文件夹名或文件名，"
+                         "或使用离根目录更近的输出文件夹）：{path}",
+    "detail.sidecar_link": "设置文件 {file} 不是普通文件（{error}）；请复制文件本身，而不是链接或"
+                           "管道",
+    "detail.sidecar_large": "设置文件 {file} 超过 64 KB",
+    "detail.sidecar_utf8": "无法读取 {file}：它不是 UTF-8 文本（第 {n} 字节）；请另存为 UTF-8",
+    "detail.sidecar_read": "无法读取 {file}：{error}",
+    "detail.sidecar_json": "{file} 不是有效的 JSON（第 {line} 行第 {column} 列：{error}）",
+    "detail.sidecar_deep": "{file} 嵌套太深，不像设置文件",
+    "detail.sidecar_object": "{file} 必须是一个 JSON 对象，例如 {{\"model\": \"small\"}}",
+    "detail.sidecar_model": "{file} 指定的模型 {model} 不存在；可用的模型：{models}",
+    "detail.sidecar_invalid": "{file} 无效：{error}",
+    "oserr.not_found": "找不到文件或文件夹",
+    "oserr.permission": "没有权限，拒绝访问",
+    "oserr.in_use": "文件正被另一个程序使用",
+    "oserr.disk_full": "磁盘已满",
+    "oserr.too_big": "文件超过了文件系统允许的大小",
+    "oserr.name_too_long": "文件名或路径太长",
+    "oserr.read_only": "文件系统是只读的",
+    "oserr.io": "读写出错（磁盘或网络共享故障）",
+    "oserr.exists": "文件已存在",
+    "oserr.is_dir": "这是一个文件夹",
+    "oserr.not_dir": "路径中的某一部分不是文件夹",
+    "oserr.link": "这是链接，不是文件本身",
+    "oserr.not_regular": "这不是普通文件",
+    "oserr.replaced_by_link": "文件被换成了链接",
+    "oserr.folder_link": "它所在的文件夹被换成了链接",
+    "oserr.incomplete": "复制不完整",
+    "oserr.no_memory": "内存不足",
+    "oserr.stale": "网络共享上的文件已失效",
+    "oserr.with_path": "{what}：{path}",
+    "ffmpeg.invalid_data": "数据不是有效的音频或视频",
+    "ffmpeg.eof": "文件提前结束",
+    "ffmpeg.decoder": "没有这种格式的解码器",
+    "ffmpeg.demuxer": "不支持这种容器格式",
+    "ffmpeg.invalid_argument": "文件的参数无效",
+    "ffmpeg.not_permitted": "无法对此文件执行该操作",
+    "json.value": "缺少值",
+    "json.name": "键名必须用双引号括起来",
+    "json.comma": "缺少逗号",
+    "json.colon": "缺少冒号",
+    "json.extra": "JSON 对象后面还有多余的内容",
+    "json.string": "文本值没有结束",
+    "format.audio": "{name} 音频",
+    "format.video": "{name} 视频",
+    "format.file": "{name} 文件",
+})

@@ -7,9 +7,10 @@ failed    → outbox/<relative folder>/<file name>.error.txt explains why in pla
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from . import fsops, i18n, outputs
 from .config import Settings
@@ -54,10 +55,9 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
             # The task's outcome stands; the file stays where it is and the row says so.
             log.error("task %s: could not move %s (tried again every minute): %s", task.id,
                       display(task.source), err)
-            note = " (the source file could not be moved"
-            if note not in (task.error_message or ""):
-                queue.update_fields(task.id, error_message=(task.error_message or "") +
-                                    f"{note}: {err})")
+            if " (the source file could not be moved: " not in (task.error_message or ""):
+                queue.update_fields(task.id, error_message=i18n.t(  # said in Chinese by reasons
+                    "detail.not_moved", "en", message=task.error_message or "", error=err))
     try:
         if task.status == FAILED:
             _report(settings, task)
@@ -102,16 +102,34 @@ def discard_partial(settings: Settings, task: Task) -> None:
         log.warning("task %s: could not check for partial outputs: %s", task.id, err)
 
 
+def _report_place(settings: Settings, task: Task) -> tuple[Path, str]:
+    """Where the report goes: beside where the transcript would be, or — when that path is
+    itself too long to write (the very failure being reported) — the outbox's top folder,
+    named after the whole relative path so reports of equal names in other folders differ."""
+    out_dir = outputs.output_dir_for(settings.outbox, PurePosixPath(task.source))
+    name = report_name(task)
+    try:
+        fsops.check_path_length(out_dir / name)
+    except fsops.PathTooLongError:
+        parts = fsops.split_relative(task.source)
+        flat = "_".join(parts)
+        if len(flat.encode("utf-8", "surrogateescape")) + len(REPORT_SUFFIX) > 200:
+            folder = hashlib.sha1("/".join(parts[:-1]).encode("utf-8", "surrogateescape"))
+            flat = f"{folder.hexdigest()[:8]}_{fsops.fit_name(parts[-1], 60)}"
+        return Path(settings.outbox), fsops.windows_safe_name(flat)
+    return out_dir, name[: -len(REPORT_SUFFIX)]
+
+
 def _report(settings: Settings, task: Task) -> None:
     rel = PurePosixPath(task.source)
     lang = settings.ui_language
-    out_dir = outputs.output_dir_for(settings.outbox, rel)
+    out_dir, stem = _report_place(settings, task)
     outputs.write_error_report(
         out_dir,
-        report_name(task)[: -len(REPORT_SUFFIX)],
+        stem,
         source_name=task.source,
         message=i18n.reason(task.error_kind, task.error_message, lang),
-        moved_to=settings.failed / rel.parent / rel.name,
+        moved_to=fsops.mirror_join(settings.failed, rel, create=False),
         attempts=task.attempts,
         when=task.finished_at or task.created_at,
         hint=i18n.t(f"hint.{task.error_kind}", lang) if task.error_kind in HINT_KINDS else None,

@@ -26,7 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from . import audio, catalog, fsops, i18n
+from . import audio, catalog, fsops, i18n, reasons
 from .clock import Clock
 from .config import Settings
 from .files import has_sidecar, rel_source, sidecar_of
@@ -243,7 +243,7 @@ class InboxWatcher:
         rel = rel_source(self.inbox, path)
         if not fsops.storable(rel):
             return None
-        reason = self._say("admit.held", error=str(held.args[0]),
+        reason = self._say("admit.held", error=self._detail(str(held.args[0])),
                            waited=i18n.duration(limit, self.settings.ui_language))
         return self._record(NewTask(source=rel, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                     model=self.settings.models.default,
@@ -330,7 +330,7 @@ class InboxWatcher:
         moves to failed/ under its escaped name (nothing is lost) and a failed row says why."""
         shown = fsops.display(rel)
         try:
-            dest = fsops.move_no_overwrite(path, fsops.safe_join(self.settings.failed, shown))
+            dest = fsops.move_no_overwrite(path, fsops.mirror_join(self.settings.failed, shown))
         except (OSError, ValueError) as err:
             log.error("cannot move %s to the failed folder: %s", shown, fsops.display(str(err)))
             return None
@@ -362,7 +362,8 @@ class InboxWatcher:
             rel = rel_source(self.inbox, path)
             if not fsops.storable(rel):
                 return None
-            reason = self._say("admit.unexpected", error=f"{type(err).__name__}: {err}")
+            reason = self._say("admit.unexpected",
+                               error=self._detail(f"{type(err).__name__}: {err}"))
             return self._record(
                 NewTask(source=rel, size=size, mtime_ns=mtime_ns,
                         model=self.settings.models.default), ("unreadable", reason))
@@ -374,6 +375,10 @@ class InboxWatcher:
     def _say(self, key: str, **kw: object) -> str:
         """A refusal reason in the user's language (English or Chinese, service/i18n.py)."""
         return i18n.t(key, self.settings.ui_language, **kw)
+
+    def _detail(self, text: str) -> str:
+        """An error's own words inside such a reason, in the user's language too (reasons)."""
+        return reasons.detail(text, self.settings.ui_language)
 
     def _folder_model(self, rel: str, known: set[str]) -> str:
         """A first-level subfolder named after a model picks it (inbox/large-v3/x.mp3)."""

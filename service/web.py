@@ -37,7 +37,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import actions, catalog, db, engines, i18n, outputs, queueview, status
+from . import actions, catalog, db, engines, fsops, i18n, outputs, queueview, status
 from .config import Settings
 from .i18n import normalize, t
 from .sidecar import Sidecar
@@ -538,7 +538,8 @@ class WebServer:
         path = None
         if task is not None and task.source_state == "archived":
             try:
-                path = outputs.safe_join(self.settings.archive, PurePosixPath(task.source))
+                path = fsops.mirror_join(self.settings.archive, PurePosixPath(task.source),
+                                         create=False)
             except ValueError:
                 path = None
         if path is None or not path.is_file() or path.is_symlink() or \

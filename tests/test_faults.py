@@ -326,22 +326,60 @@ def test_disk_full_while_writing_leaves_no_partial_transcript(
 def test_file_deleted_before_it_is_processed_has_a_clear_outcome(
     tmp_path: Path, models_dir: Path
 ) -> None:
+    """The only slot is kept busy by a recording far longer than the test needs, and freed by
+    the test itself (cancelled, as a user would) once the second file is gone: the test waits
+    for states, never for a transcription to finish, so a slow machine cannot fail it."""
     settings = service_settings(tmp_path, models_dir, cpu={"max_concurrent_tasks": 1})
     svc = ServiceProcess(settings)
     s = svc.settings
     try:
-        talk_wav(tmp_path / "first long.wav", 60).rename(s.inbox / "first long.wav")  # busy slot
-        wait_for(lambda: any(t.status == "processing" for t in svc.tasks()), timeout=120)
+        talk_wav(tmp_path / "busy.wav", 600).rename(s.inbox / "busy.wav")  # holds the slot
+        busy = wait_for(lambda: next((t for t in svc.tasks() if t.status == "processing"),
+                                     None), timeout=120)
         silence_wav(s.inbox / "vanishing.wav", 1)
-        wait_for(lambda: any(t.source == "vanishing.wav" for t in svc.tasks()), timeout=60)
+        waiting = wait_for(lambda: next((t for t in svc.tasks()
+                                         if t.source == "vanishing.wav"), None), timeout=60)
         (s.inbox / "vanishing.wav").unlink()  # the user changes their mind
-        rows = final(svc, 2, timeout=240)
+        assert svc.queue.get(waiting.id).status == "pending"  # still behind the busy slot
+        assert svc.queue.get(busy.id).status == "processing"
+        assert app(settings, "cancel", str(busy.id)).returncode == 0  # frees the slot
+        gone = wait_for(lambda: (t := svc.queue.get(waiting.id)).status == "failed"
+                        and t.source_state != "inbox" and t, timeout=240)  # settled
+        stopped = svc.queue.get(busy.id)
     finally:
         assert svc.stop() == 0
-    gone = next(r for r in rows if r.source == "vanishing.wav")
-    assert gone.status == "failed" and "no longer there" in gone.error_message
+    assert "no longer there" in gone.error_message
     assert gone.source_state == "missing" and gone.attempts == 1
-    assert next(r for r in rows if r.source == "first long.wav").status == "completed"
+    assert stopped.status == "cancelled"
+    assert (s.inbox / "busy.wav").is_file()  # a cancelled file stays where it was
+
+
+def test_a_transcript_path_too_long_for_linux_fails_with_a_reason_and_nothing_lost(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """An outbox deep enough that outbox/<folder>/<name>.txt passes Linux's 4095-byte PATH_MAX
+    (the inbox path itself is fine): refused before any work, the file kept in failed/, the
+    report in the outbox's top folder (beside the transcript it could not be written)."""
+    outbox = tmp_path.joinpath(*["d" * 250] * 15)  # about 3.8 KB deep
+    settings = service_settings(tmp_path, models_dir, paths={"outbox": str(outbox)},
+                                scheduler={"max_attempts": 1})
+    svc = ServiceProcess(settings)
+    s = svc.settings
+    rel = "会议" * 40 + "/" + "记录" * 40 + ".wav"  # 240 + 244 bytes
+    try:
+        (s.inbox / rel).parent.mkdir(parents=True)
+        silence_wav(tmp_path / "x.wav", 1).rename(s.inbox / rel)
+        [row] = final(svc, 1, timeout=120)
+        assert svc.proc.poll() is None  # the service runs on
+        report = wait_for(lambda: [p for p in outbox.iterdir()
+                                   if p.name.endswith(".error.txt")], timeout=30)
+    finally:
+        assert svc.stop() == 0
+    assert (row.status, row.error_kind, row.attempts) == ("failed", "path_too_long", 1)
+    assert "4095" in row.error_message and "bytes" in row.error_message
+    assert (s.failed / rel).is_file() and not (s.inbox / rel).exists()  # nothing lost
+    text = report[0].read_text(encoding="utf-8")
+    assert "allows 4095" in text and "记录" in text and "Use shorter folder" in text
 
 
 BROKEN_TORCH = (  # what a damaged Windows torch install raises at import

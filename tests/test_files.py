@@ -53,3 +53,29 @@ def test_a_full_archive_disk_leaves_no_truncated_copy(tmp_path: Path) -> None:
         # with room on the disk the same move completes
         assert move_source(inbox, "team/talk.wav", archive).read_bytes() == data
         assert not (inbox / "team" / "talk.wav").exists()
+
+
+def test_inbox_folders_differing_only_in_case_stay_apart_in_archive_and_failed(
+    tmp_path: Path,
+) -> None:
+    """`Team/talk.wav` and `team/talk.wav`: two recordings, two folders in archive/ (one on
+    Windows would hold both under "talk (2)" names nobody can tell apart), and a retry brings
+    each back from failed/ to its own inbox folder."""
+    inbox, archive, failed = tmp_path / "inbox", tmp_path / "archive", tmp_path / "failed"
+    for folder in ("Team", "team"):
+        (inbox / folder).mkdir(parents=True)
+        (inbox / folder / "talk.wav").write_bytes(folder.encode())
+    assert move_source(inbox, "Team/talk.wav", archive) == archive / "Team" / "talk.wav"
+    assert move_source(inbox, "team/talk.wav", archive) == archive / "team (2)" / "talk.wav"
+    assert (archive / "team (2)" / "talk.wav").read_bytes() == b"team"
+    for folder in ("Team", "team"):
+        (inbox / folder / "talk.wav").write_bytes(folder.encode() + b" again")
+        (inbox / folder / "talk.wav.json").write_text("{}", encoding="utf-8")
+    assert move_source(inbox, "team/talk.wav", failed) == failed / "team" / "talk.wav"
+    assert move_source(inbox, "Team/talk.wav", failed) == failed / "Team (2)" / "talk.wav"
+    assert (failed / "Team (2)" / "talk.wav.json").is_file()  # the sidecar travels along
+    assert move_source(failed, "Team/talk.wav", inbox, back=True) == inbox / "Team" / "talk.wav"
+    assert (inbox / "Team" / "talk.wav").read_bytes() == b"Team again"
+    assert (inbox / "Team" / "talk.wav.json").is_file()
+    assert move_source(failed, "team/talk.wav", inbox, back=True) == inbox / "team" / "talk.wav"
+    assert (inbox / "team" / "talk.wav").read_bytes() == b"team again"

@@ -1,5 +1,6 @@
 """Filesystem rules (fsops): Windows naming rules on every platform, the one free-name
-allocator (case-insensitive), the one atomic write, Windows' path length limit."""
+allocator (case-insensitive), the one atomic write, the path length limits of Windows and
+Linux, checked on every platform."""
 
 from __future__ import annotations
 
@@ -49,6 +50,40 @@ def test_transcripts_of_a_reserved_or_odd_name_get_a_name_windows_accepts(tmp_pa
 def test_output_folders_follow_the_windows_rules_too(tmp_path: Path) -> None:
     assert fsops.output_dir_for(tmp_path, "aux/notes./会议.mp3") == tmp_path / "aux_" / "notes"
     assert fsops.output_dir_for(tmp_path, "team/talk.mp3") == tmp_path / "team"
+
+
+def test_folders_differing_only_in_case_stay_apart(tmp_path: Path) -> None:
+    """Inbox folders `Team/` and `team/` (Linux, or a share) would be one folder on Windows and
+    overwrite each other's transcripts: each gets its own, found again for its next file."""
+    out = tmp_path / "outbox"
+    team = fsops.output_dir_for(out, "Team/a.mp3")
+    assert team == out / "Team" and team.is_dir()  # taken at once, not when written
+    other = fsops.output_dir_for(out, "team/a.mp3")
+    assert other == out / "team (2)" and other.is_dir()
+    assert fsops.output_dir_for(out, "team/b.mp3") == other  # the same folder next time
+    assert fsops.output_dir_for(out, "Team/b.mp3") == team
+    assert fsops.output_dir_for(out, "TEAM/a.mp3") == out / "TEAM (3)"  # "team (2)" is taken
+    assert fsops.output_dir_for(out, "team/Sub/x.mp3") == other / "Sub"  # deeper too
+    assert fsops.output_dir_for(out, "Team/sub/x.mp3") == team / "sub"
+    assert fsops.output_dir_for(out, "AUX/x.mp3") == out / "AUX_"  # Windows names first …
+    assert fsops.output_dir_for(out, "aux/x.mp3") == out / "aux_ (2)"  # … then letter case
+    names = [p.name.casefold() for p in out.iterdir()]
+    assert len(names) == len(set(names)) == 5  # nothing Windows would merge
+    for folder, text in ((team, "Team"), (other, "team")):
+        stem = outputs.transcript_stem(folder, "a")
+        result = {"text": text, "segments": [{"start": 0.0, "end": 1.0, "text": text}]}
+        outputs.write_transcripts(result, folder, stem, ["txt"], {})
+    assert (team / "a.txt").read_text(encoding="utf-8").strip() == "Team"
+    assert (other / "a.txt").read_text(encoding="utf-8").strip() == "team"
+
+
+def test_a_lookup_in_a_mirrored_tree_creates_nothing(tmp_path: Path) -> None:
+    (tmp_path / "Team").mkdir()
+    assert fsops.mirror_join(tmp_path, "team/x.wav", create=False) == tmp_path / "team (2)/x.wav"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Team"]
+    assert fsops.mirror_join(tmp_path, "Team/x.wav") == tmp_path / "Team/x.wav"
+    with pytest.raises(fsops.UnsafePathError):
+        fsops.mirror_join(tmp_path, "../x.wav")
 
 
 def test_error_reports_follow_the_windows_rules() -> None:
@@ -103,8 +138,30 @@ def test_paths_windows_cannot_open_are_a_clear_error(tmp_path: Path) -> None:
     fsops.check_path_length(long, windows=True, long_paths_enabled=lambda: True)  # switched on
     fsops.check_path_length("C:\\DropScribe\\outbox\\a.txt", windows=True,
                             long_paths_enabled=lambda: False)
-    fsops.check_path_length(tmp_path / ("x" * 200) / ("y" * 200), windows=False)  # POSIX: fine
     assert isinstance(err.value, fsops.UnsafePathError)
+
+
+def test_paths_linux_cannot_open_are_the_same_clear_error() -> None:
+    """255 bytes a name part, 4095 bytes a path (PATH_MAX 4096 with its NUL) — checked on every
+    platform with windows=False, like the Windows rule with windows=True."""
+    fsops.check_path_length("/srv/outbox/" + "x" * 200 + "/" + "y" * 200, windows=False)
+    fsops.check_path_length("/srv/outbox/" + "会" * 85, windows=False)  # 255 bytes: fits
+    with pytest.raises(fsops.PathTooLongError) as err:
+        fsops.check_path_length("/srv/outbox/" + "会" * 86, windows=False)  # 258 bytes
+    assert "258 bytes" in str(err.value) and "255" in str(err.value)
+    deep = "/srv/outbox/" + "/".join(["目录" * 40] * 17)  # 17 parts of 240 bytes: ~4.1 KB
+    with pytest.raises(fsops.PathTooLongError) as err:
+        fsops.check_path_length(deep + "/a.txt", windows=False)
+    assert "4095" in str(err.value) and isinstance(err.value, fsops.UnsafePathError)
+    # fits as a final name, but not the hidden temp name written beside it first
+    near = "/" + "/".join(["d" * 250] * 16)  # 4016 bytes
+    fits = near + "/" + "n" * (4095 - len(near) - 1)
+    assert len(fits) == 4095
+    with pytest.raises(fsops.PathTooLongError):
+        fsops.check_path_length(fits, windows=False)
+    fsops.check_path_length(near + "/" + "n" * 40, windows=False)
+    # the Windows rule is not the Linux one: 300 characters are fine on Linux
+    fsops.check_path_length("/srv/" + "/".join(["会议"] * 150), windows=False)
 
 
 def test_split_relative_still_refuses_escapes() -> None:

@@ -42,7 +42,7 @@ def _setup(tmp_path: Path, server: ChatServer, clock: ManualClock, ui: str = "en
     queue.claim(task.id, "n1", 60, device="cpu")
     queue.start_processing(task.id, "n1", 0.1)
     out_dir = outputs.output_dir_for(settings.outbox, Path("team/周会.mp3"))
-    out_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # output_dir_for takes the folder at once
     (out_dir / "周会.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
     queue.complete(task.id, "n1", transcribe_seconds=1.0, audio_seconds=30.0,
                    detected_language="en", outputs=[], **minutes.wanted(settings))

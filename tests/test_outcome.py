@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service import db, outcome
+from service import audio, db, outcome
 from service.config import Settings, load_settings
 from service.tasks import NewTask, TaskQueue
 from tests.conftest import write_settings
@@ -49,10 +49,26 @@ def test_the_error_report_is_in_chinese_when_the_ui_is(tmp_path: Path) -> None:
         q.engine.dispose()
     report = (s.outbox / "坏.mp3.error.txt").read_text(encoding="utf-8")
     assert "DropScribe 无法转写“坏.mp3”。" in report
-    assert "出了什么问题：不是可解码的音频或视频文件。（详情：Not an audio file.）" in report
+    assert "出了什么问题：不是可解码的音频或视频文件。（详细信息：Not an audio file.）" in report
     assert "共尝试 1 次" in report and "下一步：文件已移到" in report
     assert "提示：请确认该文件能在播放器中播放" in report
     assert "What went wrong" not in report
+
+
+def test_the_chinese_report_says_a_known_detail_in_chinese_too(tmp_path: Path) -> None:
+    s = load_settings(write_settings(tmp_path / "站点", {"ui": {"language": "zh-CN"}}))
+    db.migrate(s.database_url)
+    q = TaskQueue(db.make_engine(s.database_url))
+    try:
+        task = finished(s, q, "会议/坏.mp3", ok=False)
+        q.update_fields(task.id, error_message=audio.MSG_NOT_MEDIA)
+        outcome.settle(s, q, q.get(task.id))
+    finally:
+        q.engine.dispose()
+    report = (s.outbox / "会议" / "坏.mp3.error.txt").read_text(encoding="utf-8")
+    assert ("出了什么问题：不是可解码的音频或视频文件。（这不是音频或视频文件（DropScribe 无法读取"
+            "其内容）。）") in report
+    assert "audio" not in report
 
 
 def test_completed_source_is_archived_under_its_folder(env) -> None:

@@ -116,10 +116,10 @@ def test_render_text_english_and_chinese(settings, queue, clock) -> None:
     assert "预算 21094 MiB" in zh and "约剩 1 分 30 秒" in zh and "最近的失败：" in zh
     assert "状态页面：http://127.0.0.1:8765/" in zh
     assert not any(word in zh for word in ("pending", "completed", "recent failures"))
-    # the reason in Chinese, the detail (the library's own words) kept
-    assert "意外错误。（详情：decoder said <no>）" in zh
+    # the reason in Chinese; a detail nobody foresaw keeps its own words, labelled
+    assert "意外错误。（详细信息：decoder said <no>）" in zh
     page = statuspage.render_page(data, "zh-CN")
-    assert "意外错误。（详情：decoder said &lt;no&gt;）" in page
+    assert "意外错误。（详细信息：decoder said &lt;no&gt;）" in page
     assert "意外错误" not in statuspage.render_page(data, "en")
 
 
