@@ -643,6 +643,9 @@ MESSAGES["en"].update({
     "detail.sidecar_link": "the settings file {file} is not a plain file ({error}); copy the "
                            "file itself, not a link or a pipe",
     "detail.sidecar_large": "the settings file {file} is larger than 64 KB",
+    "detail.engine_choice": "engine: {a} or {b}",
+    "detail.engine_only": "engine: the model {model} is installed only for {others}, not {engine}",
+    "detail.engine_missing": "engine: the model {model} is not installed for {engine}",
     "detail.sidecar_utf8": "cannot read {file}: it is not UTF-8 text (byte {n}); save it as "
                            "UTF-8",
     "detail.sidecar_read": "cannot read {file}: {error}",
@@ -759,6 +762,9 @@ MESSAGES["zh-CN"].update({
     "detail.sidecar_link": "设置文件 {file} 不是普通文件（{error}）；请复制文件本身，而不是链接或"
                            "管道",
     "detail.sidecar_large": "设置文件 {file} 超过 64 KB",
+    "detail.engine_choice": "引擎只能是 {a} 或 {b}",
+    "detail.engine_only": "引擎：模型 {model} 在本机只有 {others} 可用的版本，没有 {engine} 的",
+    "detail.engine_missing": "引擎：本机没有为 {engine} 安装模型 {model}",
     "detail.sidecar_utf8": "无法读取 {file}：它不是 UTF-8 文本（第 {n} 字节）；请另存为 UTF-8",
     "detail.sidecar_read": "无法读取 {file}：{error}",
     "detail.sidecar_json": "{file} 不是有效的 JSON（第 {line} 行第 {column} 列：{error}）",

@@ -37,6 +37,7 @@ TEMPLATES = (
     "detail.sidecar_link", "detail.sidecar_large", "detail.sidecar_utf8",
     "detail.sidecar_read", "detail.sidecar_json", "detail.sidecar_deep",
     "detail.sidecar_object", "detail.sidecar_model", "detail.sidecar_invalid",
+    "detail.engine_choice", "detail.engine_only", "detail.engine_missing",
 )
 NESTED = frozenset({"error", "message"})  # fields that are details themselves: said again
 # fields with a shape of their own: " (why)" or nothing, right after another field

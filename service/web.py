@@ -37,7 +37,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import actions, catalog, db, engines, fsops, i18n, outputs, queueview, status
+from . import actions, catalog, db, engines, fsops, i18n, outputs, queueview, reasons, status
 from .config import Settings
 from .i18n import normalize, t
 from .sidecar import Sidecar
@@ -616,8 +616,10 @@ class WebServer:
         on_disk = catalog.local_engines(self.settings.models_dir).get(model, [])
         downloadable = self.settings.models.allow_download and model in catalog.OFFICIAL
         if engine not in on_disk and not downloadable:
-            where = f" (it is here for {', '.join(on_disk)})" if on_disk else ""
-            raise ValueError(f"engine: the model {model!r} is not installed for {engine}{where}")
+            if on_disk:
+                raise ValueError(f"engine: the model {model!r} is installed only for "
+                                 f"{', '.join(on_disk)}, not {engine}")
+            raise ValueError(f"engine: the model {model!r} is not installed for {engine}")
         return engine
 
     async def upload(self, request: Request) -> Response:
@@ -631,7 +633,8 @@ class WebServer:
         except UploadError as err:
             return self.fail(request, err.status, err.key, **err.kw)
         except ValueError as err:
-            return self.fail(request, 400, "upload.bad_option", problem=str(err))
+            return self.fail(request, 400, "upload.bad_option",
+                             problem=reasons.detail(str(err), self.lang_of(request)))
         length = request.headers.get("content-length")
         declared = int(length) if length and length.isdigit() else None
 

@@ -99,12 +99,16 @@ def test_the_engine_chosen_on_the_page_reaches_the_sidecar_or_is_refused_at_once
         placed = web.settings.inbox / WEB_FOLDER / "fast.wav"
         assert json.loads(placed.with_name("fast.wav.json").read_text("utf-8")) == \
             {"engine": "faster-whisper"}
-        for bad, why in (({"engine": "openai-whisper"}, "is here for faster-whisper"),
+        for bad, why in (({"engine": "openai-whisper"}, "installed only for faster-whisper"),
                          ({"engine": "whisper.cpp"}, "openai-whisper or faster-whisper"),
                          ({"engine": "faster-whisper", "model": "small"}, "not installed")):
             code, data = c.upload("refused.wav", b"x", **bad)
             assert code == 400 and data["key"] == "upload.bad_option", (bad, data)
             assert why in data["error"], data
+        code, data = c.upload("refused.wav", b"x", engine="openai-whisper", lang="zh-CN")
+        assert code == 400 and data["error"] == (
+            "选项无效：引擎：模型 'tiny.en' 在本机只有 faster-whisper 可用的版本，"
+            "没有 openai-whisper 的")
         assert not (web.settings.inbox / WEB_FOLDER / "refused.wav").exists()
     finally:
         web.stop()
