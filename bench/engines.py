@@ -25,7 +25,11 @@ Last line:
   RESULT faster_vs_openai=<(a) wall / (b) wall> service_vs_plain_faster=<(b) wall / (c) wall>
 Targets on a 2-core CPU: faster_vs_openai ≥ 3, service_vs_plain_faster ≤ 1.10.
 
-    python bench/engines.py [--clips 4] [--seconds 60] [--model tiny.en] [--threads 2]
+Each model in --models is measured in turn (default tiny.en, then base). The RESULT line is
+the last one's: base by default, the smallest model that can transcribe our users' Mandarin
+meetings (tiny.en is English-only); tiny.en's ratios are printed on the line above it.
+
+    python bench/engines.py [--clips 4] [--seconds 60] [--models tiny.en base] [--threads 2]
                             [--batch-size 8] [--rounds 2]
 """
 
@@ -36,7 +40,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +59,7 @@ from bench.overhead import (  # noqa: E402
     _db_rows,
     _final_count,
     make_clips,
+    stop_service,
     utc_epoch,
     wait_until,
     write_settings,
@@ -178,12 +182,7 @@ def run_service(work: Path, engine: str, models_dir: Path, clips: list[Path],
             wait_until(done, 600 + 20 * args.seconds * len(clips), "the last task", 0.25)
         rows, _ = _db_rows(db_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_service(proc)
         out.close()
     failed = [r for r in rows if r["status"] != "completed"]
     if failed:
@@ -214,11 +213,53 @@ def run_plain(models_dir: Path, clips: list[Path], audio_s: float,
                loop_s=data["wall_s"])
 
 
+def compare(work: Path, model: str, models_dir: Path, clips: list[Path],
+            args: argparse.Namespace) -> tuple[Run, Run, Run]:
+    """Both services and the plain script on one model; each kind's fastest round."""
+    runs: dict[str, list[Run]] = {"openai": [], "faster": [], "plain": []}
+    args = argparse.Namespace(**{**vars(args), "model": model})
+    for n in range(args.rounds):
+        for engine, key in (("openai-whisper", "openai"), ("faster-whisper", "faster")):
+            runs[key].append(run_service(work / f"{model}-round{n + 1}", engine, models_dir,
+                                         clips, args))
+            log.info("%s round %d, service %s: %.1f s", model, n + 1, engine,
+                     runs[key][-1].wall_s)
+        runs["plain"].append(run_plain(models_dir, clips, runs["faster"][0].audio_s, args))
+    for key, kind in runs.items():
+        log.info("%s %s wall per round: %s", model, key, ", ".join(f"{r.wall_s:.1f}"
+                                                                  for r in kind))
+    openai, faster, plain = (min(runs[k], key=lambda r: r.wall_s)
+                             for k in ("openai", "faster", "plain"))
+    return openai, faster, plain
+
+
+def report(model: str, clips: list[Path], runs: tuple[Run, Run, Run],
+           args: argparse.Namespace) -> str:
+    """The table for one model; returns its ratios as `faster_vs_openai=… service_vs_…`."""
+    openai, faster, plain = runs
+    print(f"\n{args.clips} clips x {args.seconds:g} s, model {model}, {args.threads} "
+          f"threads, batch_size {args.batch_size}, CPU ({os.cpu_count()} cores; faster-whisper "
+          f"int8, openai-whisper fp32); fastest of {args.rounds} round(s)")
+    print(f"{'run':<30} {'wall s':>8} {'RTF':>7} {'peak RSS MB':>12} {'model load s':>13}")
+    for r in runs:
+        print(f"{r.name:<30} {r.wall_s:>8.1f} {r.rtf:>7.3f} {r.peak_rss_mb:>12.0f} "
+              f"{(r.load_s or 0):>13.2f}")
+    between = [word_error_rate(openai.texts[c.name], faster.texts[c.name]) for c in clips]
+    plain_vs = [word_error_rate(plain.texts[c.name], faster.texts[c.name]) for c in clips]
+    print(f"plain faster-whisper: {plain.loop_s:.1f} s of the {plain.wall_s:.1f} in its loop")
+    print(f"WER faster vs openai per clip: {', '.join(f'{w:.3f}' for w in between)}")
+    print(f"WER service faster vs plain faster per clip: {', '.join(f'{w:.3f}' for w in plain_vs)}")
+    return (f"faster_vs_openai={openai.wall_s / faster.wall_s:.2f} "
+            f"service_vs_plain_faster={faster.wall_s / plain.wall_s:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"])
+    ap.add_argument("--models", nargs="+", default=["tiny.en", "base"],
+                    choices=["tiny.en", "base"],
+                    help="each is measured in turn; the RESULT line is the last one's")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
@@ -229,35 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models_dir = engine_models(work / "models")
         clips = make_clips(work / "audio", args.clips, args.seconds)
-        runs: dict[str, list[Run]] = {"openai": [], "faster": [], "plain": []}
-        for n in range(args.rounds):
-            for engine, key in (("openai-whisper", "openai"), ("faster-whisper", "faster")):
-                runs[key].append(run_service(work / f"round{n + 1}", engine, models_dir, clips,
-                                             args))
-                log.info("round %d, service %s: %.1f s", n + 1, engine, runs[key][-1].wall_s)
-            runs["plain"].append(run_plain(models_dir, clips, runs["faster"][0].audio_s, args))
-        for key, kind in runs.items():
-            log.info("%s wall per round: %s", key, ", ".join(f"{r.wall_s:.1f}" for r in kind))
-        openai, faster, plain = (min(runs[k], key=lambda r: r.wall_s)
-                                 for k in ("openai", "faster", "plain"))
+        results = {m: compare(work, m, models_dir, clips, args) for m in args.models}
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.clips} clips x {args.seconds:g} s, model {args.model}, {args.threads} "
-          f"threads, batch_size {args.batch_size}, CPU ({os.cpu_count()} cores; faster-whisper "
-          f"int8, openai-whisper fp32); fastest of {args.rounds} round(s)")
-    print(f"{'run':<30} {'wall s':>8} {'RTF':>7} {'peak RSS MB':>12} {'model load s':>13}")
-    for r in (openai, faster, plain):
-        print(f"{r.name:<30} {r.wall_s:>8.1f} {r.rtf:>7.3f} {r.peak_rss_mb:>12.0f} "
-              f"{(r.load_s or 0):>13.2f}")
-    between = [word_error_rate(openai.texts[c.name], faster.texts[c.name]) for c in clips]
-    plain_vs = [word_error_rate(plain.texts[c.name], faster.texts[c.name]) for c in clips]
-    print(f"plain faster-whisper: {plain.loop_s:.1f} s of the {plain.wall_s:.1f} in its loop")
-    print(f"WER faster vs openai per clip: {', '.join(f'{w:.3f}' for w in between)}")
-    print(f"WER service faster vs plain faster per clip: {', '.join(f'{w:.3f}' for w in plain_vs)}")
-    print(f"(the clips speak bench/overhead.py's {len(SENTENCES)} sentences)")
-    print(f"RESULT faster_vs_openai={openai.wall_s / faster.wall_s:.2f} "
-          f"service_vs_plain_faster={faster.wall_s / plain.wall_s:.2f}")
+    ratios = {m: report(m, clips, runs, args) for m, runs in results.items()}
+    print(f"\n(the clips speak bench/overhead.py's {len(SENTENCES)} sentences)")
+    for m, line in ratios.items():
+        print(f"{m}: {line}")
+    print(f"RESULT {ratios[args.models[-1]]}")
     return 0
 
 

@@ -295,6 +295,17 @@ def import_model(work: Path) -> Path:
 
 
 # ============================================================================ the service
+def stop_service(proc: subprocess.Popen) -> None:
+    """Ctrl-C the service as a user would; kill it if it has not stopped within a minute."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def utc_epoch(value: str | None) -> float | None:
     """A naive-UTC datetime string from the database → epoch seconds."""
     if not value:
@@ -560,13 +571,7 @@ def run_service(work: Path, models_dir: Path, clips: list[Path], args: argparse.
     finally:
         if sampler is not None:
             sampler.stop()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_service(proc)
         out.close()
     last_finished = max(utc_epoch(r["finished_at"]) or 0.0 for r in rows)
     texts = {}
