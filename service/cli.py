@@ -26,10 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import catalog, db, winservice
 from .config import Settings, SettingsError, load_settings
-from .files import move_source
-from .fsops import display, safe_join
+from .fsops import display
 from .runner import HEARTBEAT_SECONDS, heartbeat_path, run_foreground
-from .tables import CANCELLED, FAILED
 from .tasks import TaskQueue
 
 log = logging.getLogger("dropscribe")
@@ -184,34 +182,18 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 
 # ---- changing commands ----------------------------------------------------------------------
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from . import actions, i18n
+
     queue = _queue(settings)
-    task = queue.get(args.id)
-    if task is None:
-        print(f"error: no task {args.id}", file=sys.stderr)
+    try:
+        actions.retry(settings, queue, args.id)
+    except actions.ActionError as err:
+        kw = dict(err.kw)
+        if "state" in kw:
+            kw["state"] = i18n.state_name(str(kw["state"]), settings.ui_language)
+        print(f"error: {display(i18n.t(err.key, settings.ui_language, **kw))}", file=sys.stderr)
         return 1
-    if task.status not in (FAILED, CANCELLED):
-        print(f"error: task {args.id} is {task.status}; only failed or cancelled tasks can be "
-              "retried", file=sys.stderr)
-        return 1
-    # A new file of the same name may be in the inbox (or being transcribed) meanwhile: moving
-    # this one back would rename it "talk (2).wav" and the retry would then fail.
-    replaced = task.source_state != "inbox" and os.path.lexists(
-        safe_join(settings.inbox, task.source)
-    )
-    if replaced or queue.open_task_for(task.source) is not None:
-        print(f"error: another file named {display(task.source)} is in the inbox or being "
-              "transcribed now; retry once it has finished, or copy this file in under another "
-              "name", file=sys.stderr)
-        return 1
-    if task.source_state == "failed":
-        # Bring the file back from failed/ so the worker can read it.
-        if move_source(settings.failed, task.source, settings.inbox, back=True) is None:
-            print(f"error: {settings.failed / task.source} is gone; copy the file into the inbox "
-                  "again instead", file=sys.stderr)
-            return 1
-    queue.retry(args.id)
-    queue.set_source_state(args.id, "inbox")
-    print(f"task {args.id} will run again: {task.source}")
+    print(f"task {args.id} will run again: {display(queue.get(args.id).source)}")
     return 0
 
 

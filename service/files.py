@@ -40,14 +40,19 @@ def rel_source(inbox: Path, path: Path) -> str:
     return PurePosixPath(*path.relative_to(inbox).parts).as_posix()
 
 
-def move_source(inbox: Path, rel: str, dest_root: Path, *, back: bool = False) -> Path | None:
+def move_source(inbox: Path, rel: str, dest_root: Path, *, back: bool = False,
+                moved_to: str | None = None) -> Path | None:
     """Move inbox/rel (and its sidecar) to dest_root/rel; returns the new path or None if the
     source is gone. Never overwrites: a taken name gets a numbered suffix; across disks the copy
     is verified before it gets its name, so a full disk leaves no truncated file (fsops).
     archive/ and failed/ mirror the inbox's folders with folders differing only in letter case
-    kept apart (fsops.mirror_join); ``back`` moves from such a tree to the inbox (a retry).
+    kept apart (fsops.mirror_join); ``back`` moves from such a tree to the inbox (a retry),
+    from ``moved_to`` (the task's recorded place there, see `moved_rel`) when it is known.
     Folders are left in place (a user's model subfolders stay)."""
-    src = mirror_join(inbox, rel, create=False) if back else safe_join(inbox, rel)
+    if back:
+        src = safe_join(inbox, moved_to) if moved_to else mirror_join(inbox, rel, create=False)
+    else:
+        src = safe_join(inbox, rel)
     try:
         st = os.lstat(src)
     except OSError:
@@ -70,3 +75,9 @@ def move_source(inbox: Path, rel: str, dest_root: Path, *, back: bool = False) -
         except FileNotFoundError:
             pass  # another node settling the same task took it along just now
     return target
+
+
+def moved_rel(target: Path, root: Path) -> str:
+    """Where move_source put a file, relative to archive/ or failed/ (what `tasks.moved_to`
+    records: it differs from the source's name when that was taken there)."""
+    return Path(os.path.abspath(target)).relative_to(os.path.abspath(root)).as_posix()

@@ -160,6 +160,9 @@ MESSAGES: dict[str, dict[str, str]] = {
                                   "cancelled.",
         "action.source_gone": "The file {file} is no longer in failed/; copy it into the inbox "
                               "again instead.",
+        "action.name_taken": "Task {id} cannot run again yet: another file named {file} is in "
+                             "the inbox or being transcribed now; retry once it has finished, "
+                             "or copy this file in under another name.",
         "action.no_transcript": "No transcript to show for task {id}.",
         "action.no_audio": "The archived audio of task {id} is not available.",
         "http.host": "Host not allowed: open the page by this computer's name or address, or "
@@ -399,6 +402,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "action.not_retryable": "任务 {id} 的状态是{state}；只有失败或已取消的文件可以重试。",
         "action.not_cancellable": "任务 {id} 的状态是{state}；只有等待或正在转写的文件可以取消。",
         "action.source_gone": "文件 {file} 已不在 failed/ 中；请重新复制到收件箱。",
+        "action.name_taken": "任务 {id} 暂时不能重试：收件箱中另有一个名为 {file} 的文件，或它正在"
+                             "转写；请等它完成后再重试，或把这个文件改名后复制进收件箱。",
         "action.no_transcript": "任务 {id} 没有可显示的转写稿。",
         "action.no_audio": "任务 {id} 的归档音频不可用。",
         "http.host": "不允许的主机名：请用本机的名称或地址打开页面，"

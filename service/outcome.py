@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from . import fsops, i18n, outputs
 from .config import Settings
-from .files import move_source
+from .files import move_source, moved_rel
 from .fsops import display
 from .tables import COMPLETED, FAILED, Task
 from .tasks import TaskQueue
@@ -45,9 +45,10 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
             return
         dest = settings.archive if task.status == COMPLETED else settings.failed
         try:
-            if move_source(settings.inbox, task.source, dest):
+            if (target := move_source(settings.inbox, task.source, dest)) is not None:
                 queue.set_source_state(
-                    task.id, "archived" if task.status == COMPLETED else "failed"
+                    task.id, "archived" if task.status == COMPLETED else "failed",
+                    moved_to=moved_rel(target, dest),
                 )
             elif not queue.set_source_state(task.id, "missing", only_from="inbox"):
                 return  # another node (or our own start-up pass) settled it first

@@ -78,6 +78,8 @@ class Task(Base):
     detected_language: Mapped[str | None] = mapped_column(String(20))
     outputs: Mapped[list | None] = mapped_column(JSON)
     source_state: Mapped[str] = mapped_column(String(20), default="inbox")
+    # archived/failed: its path under archive/ or failed/ (a taken name there got " (2)")
+    moved_to: Mapped[str | None] = mapped_column(String(1000))
     error_kind: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
     diarize_seconds: Mapped[float | None] = mapped_column(Float)  # speaker labels' time

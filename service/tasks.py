@@ -137,14 +137,14 @@ class TaskQueue:
 
     # ---- enqueue -------------------------------------------------------------------------
     def enqueue(self, new: NewTask, *, failed: tuple[str, str] | None = None,
-                source_state: str = "inbox") -> Task | None:
+                source_state: str = "inbox", moved_to: str | None = None) -> Task | None:
         """Record a file; None if it already has an open task (the same file seen again).
 
         `failed=(kind, message)` records a file that can never be processed (not audio, bad
         sidecar) directly as failed, so the user sees why in `status` and in SQL.
         `source_state` says where the file is when that is not the inbox (already moved to
-        failed/), in the same transaction, so no reader ever sees a row that points at a file
-        no longer there.
+        failed/, at `moved_to` there), in the same transaction, so no reader ever sees a row that
+        points at a file no longer there.
         """
         now = self.clock.now()
         with self._sessions.begin() as s:
@@ -157,7 +157,7 @@ class TaskQueue:
                 task=new.task, priority=new.priority, options=new.options, status=status,
                 attempts=1 if failed else 0, resource_retries=0, crash_retries=0,
                 max_attempts=new.max_attempts,
-                progress=0.0, created_at=now, source_state=source_state,
+                progress=0.0, created_at=now, source_state=source_state, moved_to=moved_to,
             )
             if failed:
                 values.update(error_kind=failed[0], error_message=failed[1], finished_at=now)

@@ -29,7 +29,7 @@ from watchdog.observers.polling import PollingObserver
 from . import audio, catalog, fsops, i18n, reasons
 from .clock import Clock
 from .config import Settings
-from .files import has_sidecar, rel_source, sidecar_of
+from .files import has_sidecar, moved_rel, rel_source, sidecar_of
 from .sidecar import SidecarError, read_sidecar
 from .tables import Task
 from .tasks import NewTask, TaskQueue
@@ -342,6 +342,7 @@ class InboxWatcher:
             NewTask(source=shown, size=size, mtime_ns=mtime_ns,
                     model=self.settings.models.default, max_attempts=1),
             failed=("bad_name", reason), source_state="failed",
+            moved_to=moved_rel(dest, self.settings.failed),
         )
         if task is not None:
             log.warning("%s cannot be transcribed: %s", shown, reason)

@@ -537,13 +537,14 @@ class WebServer:
         task = self.queue.get(task_id)
         path = None
         if task is not None and task.source_state == "archived":
-            try:
-                path = fsops.mirror_join(self.settings.archive, PurePosixPath(task.source),
-                                         create=False)
+            try:  # where settling put it (" (2)" if the name was taken); older rows: its name
+                path = (fsops.safe_join(self.settings.archive, task.moved_to) if task.moved_to
+                        else fsops.mirror_join(self.settings.archive,
+                                               PurePosixPath(task.source), create=False))
             except ValueError:
                 path = None
         if path is None or not path.is_file() or path.is_symlink() or \
-                path.stat().st_size != task.size:  # " (2)": a later file of the same name
+                path.stat().st_size != task.size:  # replaced by hand since
             return self.fail(request, 404, "action.no_audio", id=task_id)
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media)

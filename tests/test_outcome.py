@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service import audio, db, outcome
+from service import actions, audio, db, outcome
 from service.config import Settings, load_settings
 from service.tasks import NewTask, TaskQueue
 from tests.conftest import write_settings
@@ -112,6 +112,28 @@ def test_a_name_taken_in_the_archive_is_never_overwritten(env) -> None:
     outcome.settle(s, q, finished(s, q, "a.mp3", ok=True, content=b"newer"))
     assert (s.archive / "a.mp3").read_bytes() == b"older"
     assert (s.archive / "a (2).mp3").read_bytes() == b"newer"
+    # the row says where its own recording went (the web player and a retry read it there)
+    assert q.list()[0].moved_to == "a (2).mp3"
+
+
+def test_a_retry_brings_back_its_own_file_when_the_name_was_taken_in_failed(env) -> None:
+    """Two different recordings named team/talk.wav both failed: retrying the second brings
+    back the second, not the first one that kept the plain name in failed/."""
+    s, q = env
+    first = finished(s, q, "team/talk.wav", ok=False, content=b"first take")
+    outcome.settle(s, q, first)
+    second = finished(s, q, "team/talk.wav", ok=False, content=b"second take, longer")
+    outcome.settle(s, q, second)
+    assert q.get(second.id).moved_to == "team/talk (2).wav"
+    actions.retry(s, q, second.id)
+    assert (s.inbox / "team" / "talk.wav").read_bytes() == b"second take, longer"
+    assert (s.failed / "team" / "talk.wav").read_bytes() == b"first take"
+    row = q.get(second.id)
+    assert (row.status, row.source_state, row.moved_to) == ("pending", "inbox", None)
+    with pytest.raises(actions.ActionError) as err:  # its name is in the inbox again now
+        actions.retry(s, q, first.id)
+    assert err.value.key == "action.name_taken"
+    assert (s.failed / "team" / "talk.wav").read_bytes() == b"first take"  # left where it was
 
 
 def test_settling_twice_keeps_the_first_answer(env) -> None:

@@ -421,6 +421,13 @@ def test_transcripts_downloads_and_audio_only_from_their_folders(tmp_path: Path)
         (cfg.archive / "团队").mkdir(parents=True)
         (cfg.archive / "团队" / "会议.wav").write_bytes(bytes(range(200)) * 20)
         q.set_source_state(ok.id, "archived")
+        # a later recording of the same name, archived as " (2)": the player plays that one
+        later = q.enqueue(NewTask(source="团队/会议.wav", size=300, mtime_ns=2, model="tiny.en"))
+        q.claim(later.id, "w:1", 60, device="cpu")
+        q.start_processing(later.id, "w:1", load_seconds=0)
+        q.complete(later.id, "w:1", outputs=[], transcribe_seconds=1)
+        (cfg.archive / "团队" / "会议 (2).wav").write_bytes(b"L" * 300)
+        q.set_source_state(later.id, "archived", moved_to="团队/会议 (2).wav")
         q.engine.dispose()
 
         c = Client(f"http://127.0.0.1:{web.port}")
@@ -436,6 +443,8 @@ def test_transcripts_downloads_and_audio_only_from_their_folders(tmp_path: Path)
         code, headers, body = c.request("GET", f"/api/tasks/{ok.id}/audio",
                                         headers={"Range": "bytes=100-199"})
         assert code == 206 and body == (bytes(range(200)) * 20)[100:200]  # the player can seek
+        code, _, body = c.request("GET", f"/api/tasks/{later.id}/audio")
+        assert code == 200 and body == b"L" * 300
         for path in (f"/api/tasks/{bad.id}/download/txt", f"/api/tasks/{bad.id}/transcript",
                      f"/api/tasks/{bad.id}/audio", f"/api/tasks/{ok.id}/download/vtt",
                      "/api/tasks/999/transcript"):
