@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import catalog
+from .engines import OPENAI
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,11 @@ class RamBudget:
     learned: dict[tuple[str, str], int] = field(default_factory=dict)
     _waiting: set[int] = field(default_factory=set)
 
-    def estimate_mb(self, model: str, engine: str = "openai-whisper") -> int:
+    def estimate_mb(self, model: str, engine: str = OPENAI) -> int:
         return (self.learned.get((engine, model))
                 or default_estimate_mb(model, self.piece_minutes))
 
-    def learn(self, model: str, peak_mb: int | None, engine: str = "openai-whisper") -> None:
+    def learn(self, model: str, peak_mb: int | None, engine: str = OPENAI) -> None:
         """A worker's measured peak RSS; the estimate follows the largest seen (a peak is a
         property of the engine, the model and the piece size, not of the file's length)."""
         if peak_mb:
@@ -75,7 +76,7 @@ class RamBudget:
             self.learned[key] = max(int(peak_mb), self.learned.get(key, 0))
 
     def fits(self, task_id: int, model: str, running: Iterable[tuple[int | None, str, str]],
-             engine: str = "openai-whisper") -> bool:
+             engine: str = OPENAI) -> bool:
         """May task `task_id` (`model` on `engine`) start beside the `running` workers
         (pid, model, engine)?
 
