@@ -26,12 +26,13 @@ from . import engines, fsops, minutes, options, outcome, outputs
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
+from .messages import Done, Error, FromWorker, Job, Loaded, Log, Progress, Ready, StartupError, Stop
 from .planner import Active, Planner
 from .ram import RamBudget
 from .tables import Task
 from .tasks import TaskQueue
 from .vram import VramPool
-from .worker import PRELOAD, Job
+from .worker import PRELOAD
 from .worker import main as worker_main
 
 log = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ class Dispatcher:
             self._release(task.id)
             if proc is not None:
                 self._exiting.append((proc, 0))
-                proc.conn.send(None)
+                proc.conn.send(Stop())
             return
         proc = proc or self._take_spare() or self._spawn()
         try:
@@ -470,56 +471,52 @@ class Dispatcher:
             self._release(key)
         self._exiting = still
 
-    def _handle(self, run: Running, msg: tuple) -> None:
-        kind, *args = msg
+    def _handle(self, run: Running, msg: FromWorker) -> None:
         tid = run.task.id
-        if kind == "ready":
-            self._start_failures = 0
-            return
-        if kind == "log":
-            self._worker_log(run.proc, *args, task_id=tid)
-            return
-        if kind == "startup_error":
-            run.done = True
-            self._start_failed(args[0])
-            # Not the file's fault: requeued without an attempt, a few times (then spent).
-            self._failed(tid, "worker_start", args[0], retryable=True, resource=True)
-            return
-        if kind == "loaded":
-            if self.pool is not None:
-                self.pool.materialise(tid)
-            self.queue.start_processing(tid, self.worker_id, args[0])
-            log.info("task %s processing (model loaded in %.1f s)", tid, args[0])
-        elif kind == "progress":
-            self.queue.set_progress(tid, self.worker_id, args[0])
-        elif kind == "done":
-            info = args[0]
-            task = self.queue.complete(
-                tid, self.worker_id,
-                transcribe_seconds=info["transcribe_seconds"],
-                audio_seconds=info["audio_seconds"] or run.task.audio_seconds,
-                detected_language=info["detected_language"],
-                outputs=info["outputs"], vram_peak_mb=info["vram_peak_mb"],
-                sha256=info.get("sha256"), diarize_seconds=info.get("diarize_seconds"),
-                **minutes.wanted(self.settings),
-            )
-            run.done = run.ok = True
-            self._learn(run, info)
-            if task is not None:
-                log.info(
-                    "task %s completed in %.1f s: %s", tid, time.monotonic() - run.started,
-                    run.task.source,
+        match msg:
+            case Ready():
+                self._start_failures = 0
+            case Log(level=level, logger=name, text=text):
+                self._worker_log(run.proc, level, name, text, task_id=tid)
+            case StartupError(reason=reason):
+                run.done = True
+                self._start_failed(reason)
+                # Not the file's fault: requeued without an attempt, a few times (then spent).
+                self._failed(tid, "worker_start", reason, retryable=True, resource=True)
+            case Loaded(load_seconds=seconds):
+                if self.pool is not None:
+                    self.pool.materialise(tid)
+                self.queue.start_processing(tid, self.worker_id, seconds)
+                log.info("task %s processing (model loaded in %.1f s)", tid, seconds)
+            case Progress(fraction=fraction):
+                self.queue.set_progress(tid, self.worker_id, fraction)
+            case Done():
+                task = self.queue.complete(
+                    tid, self.worker_id,
+                    transcribe_seconds=msg.transcribe_seconds,
+                    audio_seconds=msg.audio_seconds or run.task.audio_seconds,
+                    detected_language=msg.detected_language,
+                    outputs=list(msg.outputs), vram_peak_mb=msg.vram_peak_mb,
+                    sha256=msg.sha256, diarize_seconds=msg.diarize_seconds,
+                    **minutes.wanted(self.settings),
                 )
-                self.on_settled(task)
-        elif kind == "error":
-            err_kind, message, retryable, resource = args
-            run.done = True
-            if resource and self.calibration is not None and run.gpu is not None:
-                new = self.calibration.out_of_memory(self._gpu_names[run.gpu], run.task.model,
-                                                     **self._kind(run.task))
-                log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
-                            tid, run.task.model, new)
-            self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
+                run.done = run.ok = True
+                self._learn(run, msg)
+                if task is not None:
+                    log.info(
+                        "task %s completed in %.1f s: %s", tid, time.monotonic() - run.started,
+                        run.task.source,
+                    )
+                    self.on_settled(task)
+            case Error():
+                run.done = True
+                if msg.resource and self.calibration is not None and run.gpu is not None:
+                    new = self.calibration.out_of_memory(self._gpu_names[run.gpu],
+                                                         run.task.model, **self._kind(run.task))
+                    log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
+                                tid, run.task.model, new)
+                self._failed(tid, msg.kind, msg.message, retryable=msg.retryable,
+                             resource=msg.resource)
 
     def _worker_log(self, proc: _Proc, level: int, name: str, text: str,
                     task_id: int | None = None) -> None:
@@ -545,29 +542,29 @@ class Dispatcher:
         """What a spare said before it died (its log, why it could not start)."""
         try:
             while proc.conn.poll():
-                msg = proc.conn.recv()
-                if msg[0] == "log":
-                    self._worker_log(proc, *msg[1:])
-                elif msg[0] == "startup_error":
-                    self._start_failed(msg[1])
-                elif msg[0] == "ready":
-                    self._start_failures = 0
+                match proc.conn.recv():
+                    case Log(level=level, logger=name, text=text):
+                        self._worker_log(proc, level, name, text)
+                    case StartupError(reason=reason):
+                        self._start_failed(reason)
+                    case Ready():
+                        self._start_failures = 0
         except (EOFError, OSError):
             pass
         proc.conn.close()
 
-    def _learn(self, run: Running, info: dict) -> None:
+    def _learn(self, run: Running, done: Done) -> None:
         """Feed the measured RAM and VRAM peaks and the speed back into the estimates."""
         kind = self._kind(run.task)
-        engine = info.get("engine") or kind["engine"]
-        self.ram.learn(run.task.model, info.get("rss_peak_mb"), engine)
+        engine = done.engine or kind["engine"]
+        self.ram.learn(run.task.model, done.rss_peak_mb, engine)
         if self.calibration is None or run.gpu is None:
             return
-        audio = info.get("audio_seconds") or 0
-        rtf = info["transcribe_seconds"] / audio if audio else None
+        audio = done.audio_seconds or 0
+        rtf = done.transcribe_seconds / audio if audio else None
         self.calibration.record(
-            self._gpu_names[run.gpu], run.task.model, info.get("precision") or kind["precision"],
-            peak_mb=info.get("vram_peak_mb"), rtf=rtf, engine=engine,
+            self._gpu_names[run.gpu], run.task.model, done.precision or kind["precision"],
+            peak_mb=done.vram_peak_mb, rtf=rtf, engine=engine,
         )
 
     def _kind(self, task: Task) -> dict[str, str]:
@@ -628,7 +625,7 @@ class Dispatcher:
                 p for p, _ in self._exiting]
             for proc in self._spares:
                 try:
-                    proc.conn.send(None)  # a spare leaves by itself
+                    proc.conn.send(Stop())  # a spare leaves by itself
                 except OSError:
                     pass
             for proc in procs:
