@@ -7,9 +7,10 @@ imports are done and lets a worker that finished a file keep its model for
 restarted in a loop: its reason is logged at ERROR once and the next spare waits longer.
 
 The pool never reads the queue or the VRAM pool: the dispatcher (service/scheduler.py) decides
-what a worker runs and what memory it holds. Memory a finished worker held is handed back
-through `release(key)` only once its process has really exited — exiting is what returns a
-card's VRAM.
+what a worker runs and what memory it holds, and asks the pool to `wait` on the workers between
+its ticks (a message or an exit wakes it, so the next file starts at once). Memory a finished
+worker held is handed back through `release(key)` only once its process has really exited —
+exiting is what returns a card's VRAM.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
@@ -97,6 +98,7 @@ class WorkerPool:
         self._start_errors: set[str] = set()  # reasons already logged at ERROR
         self.start_failures = 0  # in a row; a Ready resets it
         self._next_spawn = 0.0
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)  # see wake()
 
     @property
     def start_method(self) -> str:
@@ -243,10 +245,33 @@ class WorkerPool:
                 self._release(key)
         self._exiting = still
 
-    def sentinels(self) -> list:
-        """What to wait on besides the busy workers: a warm or finished one exiting."""
-        return ([w.worker.process.sentinel for w in list(self._warm)]
-                + [worker.process.sentinel for worker, _ in list(self._exiting)])
+    # ---- waiting ---------------------------------------------------------------------------
+    def wait(self, busy: list[Worker], timeout: float) -> bool:
+        """Block until a busy worker sends a message or any worker (busy, warm, finished)
+        exits (True), or until `timeout` or wake() (False). Runs outside the dispatcher's
+        lock, so a pipe it watches may be closed meanwhile: that counts as a change."""
+        watched: list = [self._wake_r]
+        for worker in busy:
+            watched += [worker.conn, worker.process.sentinel]
+        watched += [w.worker.process.sentinel for w in list(self._warm)]
+        watched += [worker.process.sentinel for worker, _ in list(self._exiting)]
+        try:
+            ready = wait(watched, timeout)
+        except (OSError, ValueError):
+            return True
+        if self._wake_r in ready:
+            while self._wake_r.poll():
+                self._wake_r.recv_bytes()
+            ready.remove(self._wake_r)
+        return bool(ready)
+
+    def wake(self) -> None:
+        """Make wait() look again: a worker started, or the service is stopping."""
+        try:
+            self._wake_w.send_bytes(b"")
+        except OSError:
+            pass
+
 
     def settling(self) -> bool:
         """A finished worker has not exited yet: its memory is not back."""

@@ -15,7 +15,6 @@ busy workers (`running`) and everything that touches the queue or reserved memor
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import socket
 import threading
@@ -23,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from multiprocessing.connection import wait
 
 from . import engines, jobs, minutes, outcome
 from .calibration import Calibration, default_rtf
@@ -99,7 +97,6 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._last_renew = 0.0
         self._stopping = False
-        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)  # see wake()
 
     # ---- the job -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -118,26 +115,11 @@ class Dispatcher:
         """Block until a running worker sends a message or a finished one exits (True), or
         until `timeout` or wake() (False). Called from the runner's own thread; tick() then
         does the work, under its lock."""
-        watched: list = [self._wake_r]
-        for run in list(self.running.values()):
-            watched += [run.proc.conn, run.proc.process.sentinel]
-        watched += self.workers.sentinels()
-        try:
-            ready = wait(watched, timeout)
-        except (OSError, ValueError):  # tick() closed a pipe meanwhile: something changed
-            return True
-        if self._wake_r in ready:
-            while self._wake_r.poll():
-                self._wake_r.recv_bytes()
-            ready.remove(self._wake_r)
-        return bool(ready)
+        return self.workers.wait([run.proc for run in list(self.running.values())], timeout)
 
     def wake(self) -> None:
         """Make wait_for_workers() look again: a worker started, or the service is stopping."""
-        try:
-            self._wake_w.send_bytes(b"")
-        except OSError:
-            pass
+        self.workers.wake()
 
     # ---- starting work ----------------------------------------------------------------------
     def _dispatch(self) -> None:

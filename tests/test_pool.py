@@ -202,6 +202,21 @@ def test_a_finished_workers_memory_is_returned_only_once_it_has_exited(make_pool
     assert done.conn.closed and dismissed.conn.closed
 
 
+def test_wait_returns_when_a_worker_speaks_or_exits_and_wake_cuts_it_short(make_pool) -> None:
+    pool = make_pool(keep_warm=30.0)
+    worker = pool.take()
+    assert pool.wait([worker], timeout=120)  # it said something (a log record, Ready)
+    assert ready(worker)
+    pool.wake()
+    started = time.monotonic()
+    assert pool.wait([worker], timeout=120) is False  # nothing said: woken, not timed out
+    assert time.monotonic() - started < 60
+    pool.keep_warm(Warm(worker, "tiny.en", None, 0, key=-3))
+    worker.conn.send(Stop())
+    assert pool.wait([], timeout=120)  # the warm worker left
+    wait_for(lambda: not worker.process.is_alive(), timeout=30)
+
+
 def test_stop_all_ends_spares_warm_and_busy_workers_together(make_pool) -> None:
     pool = make_pool(prestart=2, keep_warm=30.0)
     pool.prestart(busy=False)
