@@ -484,7 +484,7 @@ class Simulation:
                 if self.settled % 100 == 0:
                     log.info("[%s] %d/%d settled at t=%.0f s", self.policy, self.settled,
                              len(self.trace), self.t)
-            else:  # out of memory: a resource error, like Dispatcher._handle("error", …)
+            else:  # out of memory: a resource error, like Dispatcher._handle on a messages.Error
                 self.calibration.out_of_memory(name, r.spec.model)
                 task = self.queue.fail(
                     tid, WORKER, "out_of_memory", "CUDA out of memory (simulated)",

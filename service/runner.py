@@ -22,7 +22,8 @@ from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
 from .instance import AlreadyRunning, InstanceLock
-from .scheduler import Dispatcher, node_id, worker_context
+from .pool import worker_context
+from .scheduler import Dispatcher, node_id
 from .tasks import TaskQueue
 from .vram import VramPool
 from .watcher import InboxWatcher

@@ -1,17 +1,20 @@
-"""The dispatcher: picks the next task, claims it, runs it in a worker process, records results.
+"""The dispatcher: picks the next task, claims it, hands it to a worker, records what happened.
 
-Its `tick()` runs as a short APScheduler job and never blocks: it reads worker messages,
-notices dead workers, renews leases, claims tasks that fit (CPU slots or the VRAM pool) and
-keeps `prestart_workers` spare worker processes ready (their imports done) so a task does not
-wait ~1.5 s for Python, torch and whisper to start. Between ticks, `wait_for_workers()` lets
-the runner tick the moment a worker reports or exits, so the next file starts at once instead
-of up to `interval_seconds` later.
+Its `tick()` runs as a short APScheduler job and never blocks: it reads the busy workers'
+messages (service/messages.py), notices dead workers and tasks over their time limit, renews
+leases and stops cancelled tasks, then claims tasks that fit (CPU slots, free RAM, the VRAM
+pool) and tops up the spare workers. Between ticks, `wait_for_workers()` lets the runner tick
+the moment a worker reports or exits, so the next file starts at once instead of up to
+`interval_seconds` later.
+
+The worker processes themselves — spares, warm ones, backoff, reaping — are the WorkerPool's
+(service/pool.py); what a worker is told to do is service/jobs.py's. The dispatcher owns the
+busy workers (`running`) and everything that touches the queue or reserved memory.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import socket
 import threading
@@ -19,23 +22,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from multiprocessing.connection import Connection, wait
-from pathlib import Path, PurePosixPath
 
-from . import engines, fsops, minutes, options, outcome, outputs
+from . import engines, jobs, minutes, outcome
 from .calibration import Calibration, default_rtf
 from .clock import Clock
 from .config import Settings
+from .messages import Done, Error, FromWorker, Loaded, Progress, StartupError
 from .planner import Active, Planner
+from .pool import Warm, Worker, WorkerPool
 from .ram import RamBudget
 from .tables import Task
 from .tasks import TaskQueue
 from .vram import VramPool
-from .worker import PRELOAD, Job
-from .worker import main as worker_main
 
 log = logging.getLogger(__name__)
-worker_log = logging.getLogger("service.worker")  # worker records, relayed over their pipes
 
 
 def node_id() -> str:
@@ -43,60 +43,24 @@ def node_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def worker_context(method: str = "auto") -> multiprocessing.context.BaseContext:
-    """How worker processes start (`scheduler.start_method`). Never plain fork: a forked CUDA
-    context is unusable.
-
-    forkserver (auto on POSIX): a server process that has imported torch and whisper once (it
-    never touches CUDA), so a worker starts in milliseconds instead of ~1.5 s of imports that
-    would compete for the CPU with the running task. spawn (auto on Windows, where there is no
-    forkserver; chosen on Linux it runs the Windows way, as CI does once): pre-started workers
-    hide the imports. ValueError when forkserver is asked for where there is none.
-    """
-    available = multiprocessing.get_all_start_methods()
-    if method == "forkserver" and "forkserver" not in available:
-        raise ValueError("scheduler.start_method: forkserver is not available on this system "
-                         "(Windows); use auto or spawn")
-    if method in ("auto", "forkserver") and "forkserver" in available:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-@dataclass
-class _Proc:
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
-    ready: bool = False
-
-
 @dataclass
 class Running:
+    """A task and the worker running it, from its start until the worker is done with it."""
+
     task: Task
-    proc: _Proc
+    proc: Worker
     gpu: int | None
     estimate_mb: int = 0
     expected_end: datetime | None = None
     started: float = field(default_factory=time.monotonic)
-    done: bool = False
+    done: bool = False  # the outcome is recorded: whatever the worker does now is not the task's
     ok: bool = False
 
 
-@dataclass
-class Warm:
-    """A worker that finished a file and keeps its model loaded for the next one."""
-
-    proc: _Proc
-    model: str
-    gpu: int | None
-    mb: int
-    key: int  # its VRAM reservation's key (negative: not a task id)
-    idle_since: float = field(default_factory=time.monotonic)
-    kind: dict = field(default_factory=dict)  # engine and precision of its loaded model
-
-
 class Dispatcher:
+    """One per service process. `pool` is the VRAM pool (None: CPU only); `on_settled` gets
+    each task that reached an end (the runner moves its source to archive/ or failed/)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -127,18 +91,13 @@ class Dispatcher:
         self.on_settled = on_settled
         self.worker_id = worker_id or node_id()
         self.running: dict[int, Running] = {}
-        self._spares: list[_Proc] = []
-        self._warm: list[Warm] = []
-        self._exiting: list[tuple[_Proc, int]] = []  # done; VRAM is released once they exit
-        self._ctx = worker_context(settings.scheduler.start_method)
+        self.workers = WorkerPool(
+            settings.scheduler.start_method, settings.scheduler.prestart_workers,
+            settings.models.keep_warm_seconds, release=self._release,
+        )
         self._lock = threading.Lock()
         self._last_renew = 0.0
         self._stopping = False
-        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)  # see wake()
-        self._start_errors: set[str] = set()  # reasons already logged at ERROR
-        self._start_failures = 0
-        self._last_start_error = ""
-        self._next_spawn = 0.0
 
     # ---- the job -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -149,7 +108,7 @@ class Dispatcher:
             self._renew()
             if not self._stopping:
                 self._dispatch()
-                self._prestart()
+                self.workers.prestart(busy=bool(self.running))
         finally:
             self._lock.release()
 
@@ -157,27 +116,11 @@ class Dispatcher:
         """Block until a running worker sends a message or a finished one exits (True), or
         until `timeout` or wake() (False). Called from the runner's own thread; tick() then
         does the work, under its lock."""
-        watched: list = [self._wake_r]
-        for run in list(self.running.values()):
-            watched += [run.proc.conn, run.proc.process.sentinel]
-        watched += [proc.process.sentinel for proc, _ in list(self._exiting)]
-        watched += [w.proc.process.sentinel for w in list(self._warm)]
-        try:
-            ready = wait(watched, timeout)
-        except (OSError, ValueError):  # tick() closed a pipe meanwhile: something changed
-            return True
-        if self._wake_r in ready:
-            while self._wake_r.poll():
-                self._wake_r.recv_bytes()
-            ready.remove(self._wake_r)
-        return bool(ready)
+        return self.workers.wait([run.proc for run in list(self.running.values())], timeout)
 
     def wake(self) -> None:
         """Make wait_for_workers() look again: a worker started, or the service is stopping."""
-        try:
-            self._wake_w.send_bytes(b"")
-        except OSError:
-            pass
+        self.workers.wake()
 
     # ---- starting work ----------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -204,13 +147,14 @@ class Dispatcher:
 
     def _feed_warm(self) -> None:
         """A warm worker takes the next pending file of its model, on its GPU."""
-        if not self._warm:
+        warm_workers = self.workers.warm
+        if not warm_workers:
             return
         ready = self.queue.ready(limit=50)
-        for warm in list(self._warm):
+        for warm in warm_workers:
             task = next((t for t in ready if t.model == warm.model
                          and self._kind(t) == warm.kind), None)
-            if task is None or not warm.proc.process.is_alive():
+            if task is None or not warm.worker.process.is_alive():
                 continue
             device = "cpu" if warm.gpu is None else f"cuda:{warm.gpu}"
             claimed = self.queue.claim(
@@ -220,8 +164,8 @@ class Dispatcher:
             ready.remove(task)
             if claimed is None:
                 continue
-            self._warm.remove(warm)
-            self._release(warm.key)
+            worker = self.workers.take_warm(warm)
+            self._release(warm.key)  # its memory moves to the task
             if self.pool is not None and warm.gpu is not None:
                 self.pool.reserve(claimed.id, warm.gpu, warm.mb)
                 self.pool.materialise(claimed.id)
@@ -229,7 +173,7 @@ class Dispatcher:
             if self.planner is not None and warm.gpu is not None:
                 runtime = self.planner.runtime_s(claimed, self._gpu_names.get(warm.gpu, ""))
                 end = self.clock.now() + timedelta(seconds=runtime)
-            self._start(claimed, warm.gpu, warm.mb, end, proc=warm.proc)
+            self._start(claimed, warm.gpu, warm.mb, end, warm=worker)
 
     def _dispatch_cpu(self) -> None:
         """No GPU: priority then age, `cpu.max_concurrent_tasks` at once."""
@@ -259,134 +203,48 @@ class Dispatcher:
             if r.gpu is not None
         ]
 
-    def _output_stem(self, task: Task, out_dir: Path) -> str:
-        """The task's transcript name: fixed at its first start, free of other files' names."""
-        if "output_stem" not in (task.options or {}):
-            folder = PurePosixPath(task.source).parent  # names given to running tasks, any node
-            taken = {t.output_stem for t in self.queue.active()
-                     if t.id != task.id and PurePosixPath(t.source).parent == folder}
-            stem = outputs.transcript_stem(out_dir, PurePosixPath(task.source).stem, taken)
-            task.options = {**(task.options or {}), "output_stem": stem}
-            self.queue.update_fields(task.id, options=task.options)
-        return task.output_stem
-
-    def _job(self, task: Task, gpu: int | None) -> Job:
-        cfg = self.settings
-        rel = PurePosixPath(task.source)
-        out_dir = outputs.output_dir_for(cfg.outbox, rel)
-        formats = task.options.get("output_formats") or cfg.transcribe.output_formats
-        threads = cfg.cpu.threads_per_task or max(
-            1, (os.cpu_count() or 1) // cfg.cpu.max_concurrent_tasks
-        )
-        simulated = self.pool is not None and self.pool.backend.simulated
-        stem = self._output_stem(task, out_dir)
-        longest = max((f".{fmt}" for fmt in formats), key=len)
-        fsops.check_path_length(out_dir / f"{stem}{longest}")  # Windows' MAX_PATH: say so now
-        return Job(
-            task_id=task.id,
-            source_path=str(outputs.safe_join(cfg.inbox, task.source)),
-            source_name=task.source,
-            model=task.model,
-            models_dir=str(cfg.models_dir),
-            allow_download=cfg.models.allow_download,
-            out_dir=str(out_dir),
-            stem=stem,
-            formats=tuple(formats),
-            language=task.language,
-            task=task.task,
-            decoding=options.resolve(cfg.transcribe, task.options or {}).model_dump(mode="json"),
-            gpu=None if simulated else gpu,
-            gpu_uuid=None if simulated or gpu is None else self._gpu_uuids.get(gpu),
-            threads=threads,
-            progress_seconds=cfg.scheduler.progress_seconds,
-            keep_warm_seconds=cfg.models.keep_warm_seconds,
-            inbox=str(cfg.inbox),
-            outbox=str(cfg.outbox),
-            piece_seconds=cfg.memory.piece_minutes * 60,
-            audio_seconds=task.audio_seconds or 0.0,
-            ui_language=cfg.ui_language,
-        )
-
     def _start(
         self,
         task: Task,
         gpu: int | None,
         estimate_mb: int = 0,
         expected_end: datetime | None = None,
-        proc: _Proc | None = None,
+        warm: Worker | None = None,
     ) -> None:
+        """Send a claimed task's job to `warm`, a spare or a new worker; a task that cannot
+        start is failed (its memory released) and the service goes on."""
+        simulated = self.pool is not None and self.pool.backend.simulated
+        card = None if simulated else gpu  # a simulated card is the CPU to the worker
         try:
-            job = self._job(task, gpu)
-        except ValueError as err:  # an unsafe path: never write outside the outbox
-            if isinstance(err, options.OptionsError):
-                kind, message = "bad_options", f"Invalid transcription options: {err}"
-            elif isinstance(err, fsops.PathTooLongError):
-                kind, message = "path_too_long", f"Cannot write the transcripts: {err}"
-            else:
-                kind, message = "unsafe_path", f"Refused: {err}"
-            self._failed(task.id, kind, message, retryable=False)
+            job = jobs.job_for(self.settings, self.queue, task, card,
+                               None if card is None else self._gpu_uuids.get(card))
+        except ValueError as err:  # an unsafe path, bad options, a path too long
+            self._failed(task.id, *jobs.refusal(err), retryable=False)
             self._release(task.id)
-            if proc is not None:
-                self._exiting.append((proc, 0))
-                proc.conn.send(None)
+            if warm is not None:
+                self.workers.dismiss(warm)
             return
-        proc = proc or self._take_spare() or self._spawn()
+        worker = warm or self.workers.take()
         try:
-            proc.conn.send(job)
+            worker.conn.send(job)
         except (OSError, EOFError) as err:
-            proc.process.join(timeout=5)
-            failures = self._start_failures
-            self._drain_spare(proc)  # it died: did it say why?
+            reason = self.workers.lost(worker)  # it died: did it say why?
             self._release(task.id)
-            if self._start_failures > failures:  # it could not start: back off, say why
-                self._failed(task.id, "worker_start", self._last_start_error,
-                             retryable=True, resource=True)
+            if reason is not None:  # it could not start: the pool backs off, say why
+                self._failed(task.id, "worker_start", reason, retryable=True, resource=True)
                 return
             log.warning("worker could not take task %s (%s); requeueing", task.id, err)
-            proc.process.kill()
+            worker.process.kill()
             self.queue.requeue(task.id, self.worker_id, "worker failed to start")
             return
-        self.running[task.id] = Running(task, proc, gpu, estimate_mb, expected_end)
+        self.running[task.id] = Running(task, worker, gpu, estimate_mb, expected_end)
         self.wake()
         log.info("task %s loading %s on %s: %s", task.id, task.model, task.device, task.source)
-
-    def _spawn(self) -> _Proc:
-        parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(
-            target=worker_main, args=(child,), daemon=True, name="dropscribe-worker"
-        )
-        p.start()
-        child.close()
-        return _Proc(p, parent)
-
-    def _take_spare(self) -> _Proc | None:
-        while self._spares:
-            proc = self._spares.pop(0)
-            if proc.process.is_alive():
-                return proc
-            self._drain_spare(proc)
-        return None
-
-    def _prestart(self) -> None:
-        alive = []
-        for proc in self._spares:
-            if proc.process.is_alive():
-                alive.append(proc)
-            else:
-                self._drain_spare(proc)
-        self._spares = alive
-        if self.running and self._ctx.get_start_method() == "forkserver":
-            return  # a fork takes milliseconds: don't compete with running work for the CPU
-        if time.monotonic() < self._next_spawn:
-            return  # the last spare died while starting: back off
-        want = self.settings.scheduler.prestart_workers
-        while len(self._spares) < want:
-            self._spares.append(self._spawn())
 
     # ---- following work ----------------------------------------------------------------------
     def _collect(self) -> None:
         for task_id, run in list(self.running.items()):
-            alive = run.proc.process.is_alive()  # before draining: a "done" sent just before
+            alive = run.proc.process.is_alive()  # before draining: a Done sent just before
             try:                                 # exiting is then always read
                 while not run.done and run.proc.conn.poll():
                     self._handle(run, run.proc.conn.recv())
@@ -409,8 +267,8 @@ class Dispatcher:
             elif run.ok and alive and self.settings.models.keep_warm_seconds > 0:
                 self._keep_warm(task_id, run)
             else:
-                self._exiting.append((run.proc, task_id))
-        self._reap_exited()
+                self.workers.retire(run.proc, task_id)
+        self.workers.reap()
 
     def time_limit_s(self, run: Running) -> float:
         """How long a task may run: audio length × timeout_factor (×10 on the CPU), at least
@@ -443,132 +301,73 @@ class Dispatcher:
         return run
 
     def _keep_warm(self, task_id: int, run: Running) -> None:
+        """The task's memory becomes the warm worker's, under a key that is no task id."""
         key = -(run.proc.process.pid or task_id)
         self._release(task_id)
         if self.pool is not None and run.gpu is not None:
             self.pool.reserve(key, run.gpu, run.estimate_mb)
             self.pool.materialise(key)
-        self._warm.append(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key,
-                               kind=self._kind(run.task)))
+        self.workers.keep_warm(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key,
+                                    kind=self._kind(run.task)))
 
-    def _reap_exited(self) -> None:
-        """Release VRAM of workers that have really exited; retire idle warm workers."""
-        limit = self.settings.models.keep_warm_seconds + 10
-        for warm in list(self._warm):
-            idle = time.monotonic() - warm.idle_since
-            if not warm.proc.process.is_alive() or idle > limit:
-                self._warm.remove(warm)
-                if warm.proc.process.is_alive():
-                    warm.proc.process.kill()  # it should have left by itself after the idle time
-                self._exiting.append((warm.proc, warm.key))
-        still = []
-        for proc, key in self._exiting:
-            if proc.process.is_alive():
-                still.append((proc, key))
-                continue
-            proc.process.join(timeout=0)
-            proc.conn.close()
-            self._release(key)
-        self._exiting = still
-
-    def _handle(self, run: Running, msg: tuple) -> None:
-        kind, *args = msg
+    def _handle(self, run: Running, msg: FromWorker) -> None:
+        """One message from a busy worker: the task's progress and outcome into the queue."""
         tid = run.task.id
-        if kind == "ready":
-            self._start_failures = 0
-            return
-        if kind == "log":
-            self._worker_log(run.proc, *args, task_id=tid)
-            return
-        if kind == "startup_error":
-            run.done = True
-            self._start_failed(args[0])
-            # Not the file's fault: requeued without an attempt, a few times (then spent).
-            self._failed(tid, "worker_start", args[0], retryable=True, resource=True)
-            return
-        if kind == "loaded":
-            if self.pool is not None:
-                self.pool.materialise(tid)
-            self.queue.start_processing(tid, self.worker_id, args[0])
-            log.info("task %s processing (model loaded in %.1f s)", tid, args[0])
-        elif kind == "progress":
-            self.queue.set_progress(tid, self.worker_id, args[0])
-        elif kind == "done":
-            info = args[0]
-            task = self.queue.complete(
-                tid, self.worker_id,
-                transcribe_seconds=info["transcribe_seconds"],
-                audio_seconds=info["audio_seconds"] or run.task.audio_seconds,
-                detected_language=info["detected_language"],
-                outputs=info["outputs"], vram_peak_mb=info["vram_peak_mb"],
-                sha256=info.get("sha256"), diarize_seconds=info.get("diarize_seconds"),
-                **minutes.wanted(self.settings),
-            )
-            run.done = run.ok = True
-            self._learn(run, info)
-            if task is not None:
-                log.info(
-                    "task %s completed in %.1f s: %s", tid, time.monotonic() - run.started,
-                    run.task.source,
-                )
-                self.on_settled(task)
-        elif kind == "error":
-            err_kind, message, retryable, resource = args
-            run.done = True
-            if resource and self.calibration is not None and run.gpu is not None:
-                new = self.calibration.out_of_memory(self._gpu_names[run.gpu], run.task.model,
-                                                     **self._kind(run.task))
-                log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
-                            tid, run.task.model, new)
-            self._failed(tid, err_kind, message, retryable=retryable, resource=resource)
+        self.workers.observe(run.proc, msg, task_id=tid)  # Ready, Log, StartupError
+        match msg:
+            case StartupError(reason=reason):
+                run.done = True
+                # Not the file's fault: requeued without an attempt, a few times (then spent).
+                self._failed(tid, "worker_start", reason, retryable=True, resource=True)
+            case Loaded(load_seconds=seconds):
+                if self.pool is not None:
+                    self.pool.materialise(tid)
+                self.queue.start_processing(tid, self.worker_id, seconds)
+                log.info("task %s processing (model loaded in %.1f s)", tid, seconds)
+            case Progress(fraction=fraction):
+                self.queue.set_progress(tid, self.worker_id, fraction)
+            case Done():
+                self._completed(run, msg)
+            case Error():
+                run.done = True
+                if msg.resource and self.calibration is not None and run.gpu is not None:
+                    new = self.calibration.out_of_memory(
+                        self._gpu_names[run.gpu], run.task.model, **self._kind(run.task))
+                    log.warning("task %s ran out of GPU memory: %s estimate raised to %d MiB",
+                                tid, run.task.model, new)
+                self._failed(tid, msg.kind, msg.message, retryable=msg.retryable,
+                             resource=msg.resource)
 
-    def _worker_log(self, proc: _Proc, level: int, name: str, text: str,
-                    task_id: int | None = None) -> None:
-        """A worker's log record, written into the service log (and so the Event Log)."""
-        where = f"task {task_id}" if task_id is not None else "spare"
-        worker_log.log(level, "worker %s (%s) %s: %s", proc.process.pid, where, name, text)
+    def _completed(self, run: Running, done: Done) -> None:
+        tid = run.task.id
+        task = self.queue.complete(
+            tid, self.worker_id,
+            transcribe_seconds=done.transcribe_seconds,
+            audio_seconds=done.audio_seconds or run.task.audio_seconds,
+            detected_language=done.detected_language,
+            outputs=list(done.outputs), vram_peak_mb=done.vram_peak_mb,
+            sha256=done.sha256, diarize_seconds=done.diarize_seconds,
+            **minutes.wanted(self.settings),
+        )
+        run.done = run.ok = True
+        self._learn(run, done)
+        if task is not None:
+            log.info("task %s completed in %.1f s: %s", tid, time.monotonic() - run.started,
+                     run.task.source)
+            self.on_settled(task)
 
-    def _start_failed(self, reason: str) -> None:
-        """A worker died while starting: say why at ERROR once per reason, and wait longer
-        before starting the next spare (1 s, 2 s, 4 s … 5 min), not a spawn loop."""
-        self._start_failures += 1
-        self._last_start_error = reason
-        delay = min(300.0, 2.0 ** (self._start_failures - 1))
-        self._next_spawn = time.monotonic() + delay
-        if reason not in self._start_errors:
-            self._start_errors.add(reason)
-            log.error("%s", reason)
-        else:
-            log.debug("worker start failed again (%d), next try in %.0f s", self._start_failures,
-                      delay)
-
-    def _drain_spare(self, proc: _Proc) -> None:
-        """What a spare said before it died (its log, why it could not start)."""
-        try:
-            while proc.conn.poll():
-                msg = proc.conn.recv()
-                if msg[0] == "log":
-                    self._worker_log(proc, *msg[1:])
-                elif msg[0] == "startup_error":
-                    self._start_failed(msg[1])
-                elif msg[0] == "ready":
-                    self._start_failures = 0
-        except (EOFError, OSError):
-            pass
-        proc.conn.close()
-
-    def _learn(self, run: Running, info: dict) -> None:
+    def _learn(self, run: Running, done: Done) -> None:
         """Feed the measured RAM and VRAM peaks and the speed back into the estimates."""
         kind = self._kind(run.task)
-        engine = info.get("engine") or kind["engine"]
-        self.ram.learn(run.task.model, info.get("rss_peak_mb"), engine)
+        engine = done.engine or kind["engine"]
+        self.ram.learn(run.task.model, done.rss_peak_mb, engine)
         if self.calibration is None or run.gpu is None:
             return
-        audio = info.get("audio_seconds") or 0
-        rtf = info["transcribe_seconds"] / audio if audio else None
+        audio = done.audio_seconds or 0
+        rtf = done.transcribe_seconds / audio if audio else None
         self.calibration.record(
-            self._gpu_names[run.gpu], run.task.model, info.get("precision") or kind["precision"],
-            peak_mb=info.get("vram_peak_mb"), rtf=rtf, engine=engine,
+            self._gpu_names[run.gpu], run.task.model, done.precision or kind["precision"],
+            peak_mb=done.vram_peak_mb, rtf=rtf, engine=engine,
         )
 
     def _kind(self, task: Task) -> dict[str, str]:
@@ -593,9 +392,10 @@ class Dispatcher:
                 task_id, message, task.next_attempt_at, task.source,
             )
 
-    def _release(self, task_id: int) -> None:
+    def _release(self, key: int) -> None:
+        """Return the VRAM reserved under a task id (or a warm worker's key)."""
         if self.pool is not None:
-            self.pool.release(task_id)
+            self.pool.release(key)
 
     def _renew(self) -> None:
         lease = self.settings.scheduler.lease_seconds
@@ -625,32 +425,15 @@ class Dispatcher:
             self.queue.requeue_all(list(runs), self.worker_id, "service stopped")
             for task_id, run in runs.items():
                 log.info("task %s requeued (service stopping): %s", task_id, run.task.source)
-            procs = [r.proc for r in runs.values()] + [w.proc for w in self._warm] + [
-                p for p, _ in self._exiting]
-            for proc in self._spares:
-                try:
-                    proc.conn.send(None)  # a spare leaves by itself
-                except OSError:
-                    pass
-            for proc in procs:
-                proc.process.kill()
-            deadline = time.monotonic() + 5
-            for proc in procs + self._spares:
-                proc.process.join(timeout=max(0.0, deadline - time.monotonic()))
-                if proc.process.is_alive():
-                    proc.process.kill()
-                    proc.process.join(timeout=1)
+            self.workers.stop_all(busy=[r.proc for r in runs.values()])
             for task_id, run in runs.items():
                 outcome.discard_partial(self.settings, run.task)
                 self._release(task_id)
             self.running.clear()
-            self._warm.clear()
-            self._exiting.clear()
-            self._spares.clear()
 
     def idle(self) -> bool:
         """No task runs and no finished worker still holds memory (warm ones may)."""
-        return not self.running and not self._exiting
+        return not self.running and not self.workers.settling()
 
     def running_summary(self) -> list[dict]:
         return [
@@ -658,4 +441,3 @@ class Dispatcher:
              "seconds": round(time.monotonic() - r.started, 1)}
             for tid, r in self.running.items()
         ]
-

@@ -1,15 +1,10 @@
 """The worker child process: load model → decode → transcribe → write outputs → report → exit.
 
-It never touches the database: the parent is the single writer on its node. It talks to the
-parent over a Pipe with small tuples:
-  ("ready",)                      imports done (a pre-started worker waits for its job)
-  ("loaded", load_seconds)        model loaded: the task moves to processing
-  ("progress", fraction)          at most every `progress_seconds`
-  ("done", {...})                 outputs written; timings, language, VRAM peak, sha256
-  ("error", kind, message, retryable, resource)
-  ("log", level, logger, text)    the worker's own log records, for the service log
-  ("startup_error", text)         the imports failed (a broken torch install): the reason
-The process exits after one job, which is what really returns its VRAM to the card.
+It never touches the database: the parent is the single writer on its node. It gets a
+`messages.Job` over a Pipe and answers with the small messages of service/messages.py (Ready,
+Loaded, Progress, Done or Error, its own Log records, or StartupError when torch cannot even be
+imported). The process exits after its job (a warm worker after the next ones of the same
+model), which is what really returns its VRAM to the card.
 """
 
 from __future__ import annotations
@@ -24,44 +19,18 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .messages import Done, Error, Job, Loaded, Log, Progress, Ready, StartupError, Stop
+
 if TYPE_CHECKING:
     from .engines import Engine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Job:
-    task_id: int
-    source_path: str  # absolute path of the audio file in the inbox
-    source_name: str  # inbox-relative name, for the json metadata
-    model: str
-    models_dir: str
-    allow_download: bool
-    out_dir: str
-    stem: str
-    formats: tuple[str, ...]
-    language: str | None = None
-    task: str = "transcribe"
-    # options.Decoding as JSON data (settings merged with the sidecar); {} = the defaults
-    decoding: dict = field(default_factory=dict)
-    gpu: int | None = None  # NVML index of the card (gpu.cuda_env pins it); None → CPU
-    gpu_uuid: str | None = None  # its NVML UUID: what CUDA_VISIBLE_DEVICES names
-    threads: int = 0
-    progress_seconds: float = 2.0
-    keep_warm_seconds: float = 0.0
-    inbox: str = ""  # the folders the source and out_dir must stay inside (checked again at
-    outbox: str = ""  # the moment of reading and writing: a folder can become a link meanwhile)
-    piece_seconds: float = 600.0  # long files are decoded and transcribed this much at a time
-    audio_seconds: float = 0.0  # the probed duration (progress across pieces); 0 = unknown
-    ui_language: str = "en"  # speaker labels: "Speaker 1" / "说话人1"
 
 
 def exit_with_parent() -> None:
@@ -110,7 +79,7 @@ class PipeLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.conn.send(("log", record.levelno, record.name, self.format(record)))
+            self.conn.send(Log(record.levelno, record.name, self.format(record)))
         except Exception:  # noqa: BLE001 - the parent is gone: nothing left to tell
             pass
 
@@ -142,13 +111,13 @@ def main(conn: Connection) -> None:
 
         from . import audio, engine, outputs, vad  # noqa: F401
     except BaseException as err:  # noqa: BLE001 - e.g. OSError [WinError 126] … c10.dll
-        conn.send(("startup_error", startup_message(err)))
+        conn.send(StartupError(startup_message(err)))
         conn.close()
         logging.shutdown()
         os._exit(1)
 
     vad.warm_up()  # its first run is slow: before the job, where a pre-started worker hides it
-    conn.send(("ready",))
+    conn.send(Ready())
     loaded: tuple[str, object] | None = None  # (model name, model) kept while warm
     try:
         while True:
@@ -156,12 +125,12 @@ def main(conn: Connection) -> None:
                 job = conn.recv()
             except EOFError:
                 return
-            if job is None:
+            if isinstance(job, Stop):
                 return
             try:
                 loaded = run(job, conn, loaded)
             except Exception as err:  # noqa: BLE001 - every error becomes a report
-                conn.send(("error", *classify(err)))
+                conn.send(Error(*classify(err)))
                 return  # after an error start clean: exiting returns all memory
             # Warm: wait for the next file of the same model, then exit to free the VRAM.
             if job.keep_warm_seconds <= 0 or not conn.poll(job.keep_warm_seconds):
@@ -237,7 +206,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         model = runtime.load(job.model, Path(job.models_dir), device, job.allow_download, opts,
                              job.threads)
     load_seconds = time.perf_counter() - t0
-    conn.send(("loaded", load_seconds))
+    conn.send(Loaded(load_seconds))
 
     # Never through a link: the file (or its folder) may have been swapped for one pointing at
     # a private file since the task was recorded. Checked before and after decoding.
@@ -254,7 +223,7 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         now = time.monotonic()
         if now - last[0] >= job.progress_seconds:
             last[0] = now
-            conn.send(("progress", float(fraction)))
+            conn.send(Progress(float(fraction)))
 
     t1 = time.perf_counter()
     # decoded a piece at a time while transcribing: memory does not grow with the duration
@@ -291,24 +260,19 @@ def run(job: Job, conn: Connection, loaded: tuple[str, object] | None = None) ->
         peak = sampler.stop()
     elif device.startswith("cuda") and not measure:
         peak = _peak_vram_mb(torch, job.gpu, job.gpu_uuid)
-    conn.send(
-        (
-            "done",
-            {
-                "outputs": [str(p) for p in written],
-                "load_seconds": load_seconds,
-                "transcribe_seconds": transcribe_seconds,
-                "diarize_seconds": diarize_seconds,
-                "audio_seconds": audio_seconds,
-                "detected_language": result.get("language"),
-                "vram_peak_mb": peak,
-                "rss_peak_mb": meta["peak_rss_mb"],
-                "engine": runtime.name,
-                "precision": engines.precision(opts, device.startswith("cuda")),
-                "sha256": digest.result(),
-            },
-        )
-    )
+    conn.send(Done(
+        outputs=tuple(str(p) for p in written),
+        load_seconds=load_seconds,
+        transcribe_seconds=transcribe_seconds,
+        diarize_seconds=diarize_seconds,
+        audio_seconds=audio_seconds,
+        detected_language=result.get("language"),
+        vram_peak_mb=peak,
+        rss_peak_mb=meta["peak_rss_mb"],
+        engine=runtime.name,
+        precision=engines.precision(opts, device.startswith("cuda")),
+        sha256=digest.result(),
+    ))
     return key, model
 
 

@@ -410,7 +410,7 @@ def test_a_worker_that_cannot_start_says_why_in_the_service_log(
     assert "c10.dll" in row.error_message and "could not start" in row.error_message
     text = log_file.read_text(encoding="utf-8")
     said = [line for line in text.splitlines() if " ERROR " in line
-            and "service.scheduler: The worker process could not start" in line]
+            and "service.pool: The worker process could not start" in line]
     assert len(said) == 1 and "c10.dll" in said[0], said  # logged at ERROR once, not per spawn
     report = (svc.settings.outbox / "a.wav.error.txt").read_text(encoding="utf-8")
     assert "c10.dll" in report

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from service import db, fsops, outcome, outputs, scheduler
+from service import db, fsops, jobs, outcome, outputs, scheduler
 from service.clock import SystemClock
 from service.config import SettingsError, load_settings
 from service.tables import COMPLETED, FAILED, PENDING
@@ -247,7 +247,7 @@ def started_job(s, q: TaskQueue, d: scheduler.Dispatcher, rel: str):
     task = q.enqueue(NewTask(source=rel, size=st.st_size, mtime_ns=st.st_mtime_ns,
                              model="tiny.en", audio_seconds=1.0))
     task = q.claim(task.id, d.worker_id, 60, device="cpu")
-    return d._job(task, None)  # the parent's checks ran here, when the task started
+    return jobs.job_for(s, q, task, None, None)  # the parent's checks, as at the start
 
 
 def run_worker(job) -> None:

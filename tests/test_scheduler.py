@@ -294,7 +294,7 @@ def test_with_ram_for_both_two_cpu_tasks_run_at_once(harness_factory) -> None:
 
 def test_the_start_method_setting_is_the_one_workers_use(harness_factory) -> None:
     h = harness_factory(None)
-    assert h.dispatcher._ctx.get_start_method() == (
+    assert h.dispatcher.workers.start_method == (
         "forkserver" if START_METHOD == "auto" else START_METHOD)
     h.add("one.wav", 1.0)
     h.run_until_idle(120)
