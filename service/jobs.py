@@ -57,7 +57,7 @@ def job_for(settings: Settings, queue: TaskQueue, task: Task, gpu: int | None,
     )
     stem = output_stem(queue, task, out_dir)
     longest = max((f".{fmt}" for fmt in formats), key=len)
-    fsops.check_path_length(out_dir / f"{stem}{longest}")  # Windows' MAX_PATH: say so now
+    fsops.check_path_length(out_dir / f"{stem}{longest}")  # too long for the OS: say so now
     return Job(
         task_id=task.id,
         source_path=str(outputs.safe_join(cfg.inbox, task.source)),

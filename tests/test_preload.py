@@ -23,14 +23,14 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_chose() -> None:
 
 CHILD = r"""
 import multiprocessing, os, sys
-from service import scheduler
+from service import pool
 
 def report(conn):
     conn.send((os.environ.get("OMP_WAIT_POLICY"), "ctranslate2" in sys.modules))
 
 if __name__ == "__main__":
     assert "OMP_WAIT_POLICY" not in os.environ
-    ctx = scheduler.worker_context("forkserver")
+    ctx = pool.worker_context("forkserver")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=report, args=(child,))
     proc.start()
