@@ -29,6 +29,7 @@ from .messages import Done, Error, Job, Loaded, Log, Progress, Ready, StartupErr
 
 if TYPE_CHECKING:
     from .engines import Engine
+    from .pieces import Piece
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +352,7 @@ def transcribe(job: Job, model: object, audio: np.ndarray | Iterable[np.ndarray]
     return result, meta
 
 
-def _within(progress: Callable[[float], None] | None, piece: object,
+def _within(progress: Callable[[float], None] | None, piece: Piece,
             total: float) -> Callable[[float], None] | None:
     """A piece's progress (0–1) as progress through the whole file."""
     if progress is None:
