@@ -4,7 +4,7 @@ Why: Whisper invents text in silence and music (subtitle credits, "please subscr
 and spends a full 30-s window of work on every silent stretch. Decoding only the speech regions
 (`clip_timestamps`) removes both problems at their root; the regions also let the guards in
 `postprocess` drop whatever still lands outside speech, and let language detection listen to
-speech instead of a leading silence. Worker-only (imports torch).
+speech instead of a leading silence. Worker-only (silero's ONNX model on onnxruntime).
 """
 
 from __future__ import annotations
@@ -76,16 +76,25 @@ def speech_regions(samples: np.ndarray, options: VadOptions) -> list[Region]:
 
 
 @lru_cache(maxsize=1)
-def _model():  # noqa: ANN202 - silero's TorchScript module
+def _model():  # noqa: ANN202 - silero's OnnxWrapper
+    """silero's ONNX model on one CPU thread (onnxruntime, never a GPU provider).
+
+    Why not its TorchScript model: torch runs it with an OpenMP thread pool, and a faster-whisper
+    worker holds a second OpenMP runtime (CTranslate2's own libgomp). Their idle threads spin
+    and took the cores from each other: after CTranslate2 had run, the TorchScript VAD of a 60-s
+    clip took 5–10 s (4–7 s of CPU) instead of 0.5 s, in every warm task after the first.
+    OMP_WAIT_POLICY=PASSIVE cured that but doubled openai-whisper's own time (tiny.en, 4 × 60 s
+    through the service: 11.8 → 26 s), and ACTIVE burns a core while a warm worker idles. The
+    ONNX model gives the same regions (the bench clips: identical) in 0.33 s, whatever ran before,
+    on one core, and needs no 4-s TorchScript warm-up (bench/engines.py)."""
     from silero_vad import load_silero_vad
 
-    return load_silero_vad()
+    return load_silero_vad(onnx=True)
 
 
 def warm_up() -> None:
-    """Load the model and run it once, in a worker before it has a job: the first call costs
-    ~4 s on 2 CPU cores (TorchScript loading and optimising), which a pre-started worker hides
-    (bench/engines.py measured it on every run's first file)."""
+    """Load the model and run it once, in a worker before it has a job (a pre-started worker
+    hides the onnxruntime session's creation)."""
     speech_regions(np.zeros(SAMPLE_RATE, dtype=np.float32), VadOptions())
 
 

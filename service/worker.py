@@ -102,9 +102,6 @@ def main(conn: Connection) -> None:
     root.handlers[:] = [PipeLogHandler(conn)]
     root.setLevel(logging.INFO)
     # Heavy imports happen here, before a job is assigned: a pre-started worker hides them.
-    # Spawned (Windows): the forkserver's preload first (OpenMP set up before torch loads); it
-    # swallows import errors, which the imports below raise again and report.
-    from . import preload  # noqa: F401
     try:
         import numpy  # noqa: F401
         import torch  # noqa: F401
