@@ -14,13 +14,22 @@ from service.tasks import NewTask, TaskQueue
 from tests.conftest import write_settings
 
 
-@pytest.fixture
-def env(tmp_path: Path):
-    s = load_settings(write_settings(tmp_path / "站点", {}))
+def _site(tmp_path: Path, overrides: dict):
+    s = load_settings(write_settings(tmp_path / "站点", overrides))
     db.migrate(s.database_url)
     q = TaskQueue(db.make_engine(s.database_url))
     yield s, q
     q.engine.dispose()
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    yield from _site(tmp_path, {})
+
+
+@pytest.fixture
+def zh_env(tmp_path: Path):
+    yield from _site(tmp_path, {"ui": {"language": "zh-CN"}})
 
 
 def finished(s: Settings, q: TaskQueue, name: str, *, ok: bool, content: bytes = b"audio"):
@@ -38,15 +47,9 @@ def finished(s: Settings, q: TaskQueue, name: str, *, ok: bool, content: bytes =
     return q.complete(tid, "h:1", transcribe_seconds=1.0, outputs=[])
 
 
-def test_the_error_report_is_in_chinese_when_the_ui_is(tmp_path: Path) -> None:
-    s = load_settings(write_settings(tmp_path / "站点", {"ui": {"language": "zh-CN"}}))
-    db.migrate(s.database_url)
-    q = TaskQueue(db.make_engine(s.database_url))
-    try:
-        task = finished(s, q, "坏.mp3", ok=False)
-        outcome.settle(s, q, task)
-    finally:
-        q.engine.dispose()
+def test_the_error_report_is_in_chinese_when_the_ui_is(zh_env) -> None:
+    s, q = zh_env
+    outcome.settle(s, q, finished(s, q, "坏.mp3", ok=False))
     report = (s.outbox / "坏.mp3.error.txt").read_text(encoding="utf-8")
     assert "DropScribe 无法转写“坏.mp3”。" in report
     assert "出了什么问题：不是可解码的音频或视频文件。（详细信息：Not an audio file.）" in report
@@ -55,16 +58,11 @@ def test_the_error_report_is_in_chinese_when_the_ui_is(tmp_path: Path) -> None:
     assert "What went wrong" not in report
 
 
-def test_the_chinese_report_says_a_known_detail_in_chinese_too(tmp_path: Path) -> None:
-    s = load_settings(write_settings(tmp_path / "站点", {"ui": {"language": "zh-CN"}}))
-    db.migrate(s.database_url)
-    q = TaskQueue(db.make_engine(s.database_url))
-    try:
-        task = finished(s, q, "会议/坏.mp3", ok=False)
-        q.update_fields(task.id, error_message=audio.MSG_NOT_MEDIA)
-        outcome.settle(s, q, q.get(task.id))
-    finally:
-        q.engine.dispose()
+def test_the_chinese_report_says_a_known_detail_in_chinese_too(zh_env) -> None:
+    s, q = zh_env
+    task = finished(s, q, "会议/坏.mp3", ok=False)
+    q.update_fields(task.id, error_message=audio.MSG_NOT_MEDIA)
+    outcome.settle(s, q, q.get(task.id))
     report = (s.outbox / "会议" / "坏.mp3.error.txt").read_text(encoding="utf-8")
     assert ("出了什么问题：不是可解码的音频或视频文件。（这不是音频或视频文件（DropScribe 无法读取"
             "其内容）。）") in report
