@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from . import i18n
 from .config import Settings
 from .files import move_source
 from .fsops import safe_join
@@ -22,6 +23,13 @@ class ActionError(ValueError):
     def __init__(self, key: str, status: int = 409, **kw: object) -> None:
         super().__init__(key)
         self.key, self.status, self.kw = key, status, kw
+
+    def fields(self, lang: str | None) -> dict[str, object]:
+        """``kw`` for the message in ``lang``: a task state by its name in that language."""
+        kw = dict(self.kw)
+        if "state" in kw:
+            kw["state"] = i18n.state_name(str(kw["state"]), lang)
+        return kw
 
 
 def retry(settings: Settings, queue: TaskQueue, task_id: int) -> None:

@@ -188,10 +188,8 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     try:
         actions.retry(settings, queue, args.id)
     except actions.ActionError as err:
-        kw = dict(err.kw)
-        if "state" in kw:
-            kw["state"] = i18n.state_name(str(kw["state"]), settings.ui_language)
-        print(f"error: {display(i18n.t(err.key, settings.ui_language, **kw))}", file=sys.stderr)
+        lang = settings.ui_language
+        print(f"error: {display(i18n.t(err.key, lang, **err.fields(lang)))}", file=sys.stderr)
         return 1
     print(f"task {args.id} will run again: {display(queue.get(args.id).source)}")
     return 0

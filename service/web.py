@@ -557,10 +557,7 @@ class WebServer:
         try:
             do(task_id)
         except actions.ActionError as err:
-            kw = dict(err.kw)
-            if "state" in kw:
-                kw["state"] = i18n.state_name(str(kw["state"]), self.lang_of(request))
-            return self.fail(request, err.status, err.key, **kw)
+            return self.fail(request, err.status, err.key, **err.fields(self.lang_of(request)))
         log.info("web: task %s %s", task_id, request.url.path.rsplit("/", 1)[-1])
         return JSONResponse({"ok": True, "id": task_id})
 
