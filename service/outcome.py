@@ -38,6 +38,7 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
     """
     if task.status not in (COMPLETED, FAILED):
         return
+    moved = task.moved_to  # under archive/ or failed/: recorded by whoever moved it
     if task.source_state == "inbox":
         if _replaced(settings, task):
             log.warning("task %s: %s", task.id, i18n.t("source.changed", "en"))
@@ -46,9 +47,10 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
         dest = settings.archive if task.status == COMPLETED else settings.failed
         try:
             if (target := move_source(settings.inbox, task.source, dest)) is not None:
+                moved = moved_rel(target, dest)
                 queue.set_source_state(
                     task.id, "archived" if task.status == COMPLETED else "failed",
-                    moved_to=moved_rel(target, dest),
+                    moved_to=moved,
                 )
             elif not queue.set_source_state(task.id, "missing", only_from="inbox"):
                 return  # another node (or our own start-up pass) settled it first
@@ -61,7 +63,7 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
                     "detail.not_moved", "en", message=task.error_message or "", error=err))
     try:
         if task.status == FAILED:
-            _report(settings, task)
+            _report(settings, task, moved)
         else:
             _remove_report(settings, task)  # a success makes an earlier failure report stale
     except (OSError, ValueError) as err:  # e.g. the outbox itself is the problem
@@ -121,7 +123,9 @@ def _report_place(settings: Settings, task: Task) -> tuple[Path, str]:
     return out_dir, name[: -len(REPORT_SUFFIX)]
 
 
-def _report(settings: Settings, task: Task) -> None:
+def _report(settings: Settings, task: Task, moved: str | None) -> None:
+    """The plain-words report; `moved` is where the source went under failed/ (the name it
+    has there, " (2)" if its own was taken), else it is named as it would have been."""
     rel = PurePosixPath(task.source)
     lang = settings.ui_language
     out_dir, stem = _report_place(settings, task)
@@ -130,7 +134,8 @@ def _report(settings: Settings, task: Task) -> None:
         stem,
         source_name=task.source,
         message=i18n.reason(task.error_kind, task.error_message, lang),
-        moved_to=fsops.mirror_join(settings.failed, rel, create=False),
+        moved_to=(fsops.safe_join(settings.failed, moved) if moved
+                  else fsops.mirror_join(settings.failed, rel, create=False)),
         attempts=task.attempts,
         when=task.finished_at or task.created_at,
         hint=i18n.t(f"hint.{task.error_kind}", lang) if task.error_kind in HINT_KINDS else None,

@@ -123,6 +123,8 @@ def test_a_retry_brings_back_its_own_file_when_the_name_was_taken_in_failed(env)
     second = finished(s, q, "team/talk.wav", ok=False, content=b"second take, longer")
     outcome.settle(s, q, second)
     assert q.get(second.id).moved_to == "team/talk (2).wav"
+    report = (s.outbox / "team" / "talk.wav.error.txt").read_text(encoding="utf-8")
+    assert str(s.failed / "team" / "talk (2).wav") in report  # where this recording really is
     actions.retry(s, q, second.id)
     assert (s.inbox / "team" / "talk.wav").read_bytes() == b"second take, longer"
     assert (s.failed / "team" / "talk.wav").read_bytes() == b"first take"
