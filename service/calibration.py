@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from . import catalog
 from .clock import Clock
 from .db import session_factory
+from .engines import OPENAI
 from .tables import ModelMemory
 
 # Seconds of work per second of audio when nothing is measured yet (GPU, fp16, openai-whisper).
@@ -31,7 +32,6 @@ DEFAULT_RTF = {"tiny": 0.03, "base": 0.04, "small": 0.07, "medium": 0.12, "large
 # keeps the first estimate on the safe (longer) side.
 FASTER_RTF_RATIO = 63 / 143
 OOM_GROWTH = 1.25
-OPENAI = "openai-whisper"
 Key = tuple[str, str, str, str]  # (gpu name, model, precision, engine)
 
 

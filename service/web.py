@@ -40,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 from . import actions, catalog, db, engines, fsops, i18n, outputs, queueview, reasons, status
 from .config import Settings
 from .i18n import normalize, t
+from .options import ENGINES
 from .sidecar import Sidecar
 from .statuspage import render_page
 from .tables import ALL_STATES, COMPLETED
@@ -608,7 +609,7 @@ class WebServer:
     def _engine_for(self, engine: str, model: str | None) -> str:
         """An engine chosen on the page, refused at once (nothing uploaded) when it cannot run
         the file's model here: no copy for that engine on disk, and none to download."""
-        if engine not in (engines.OPENAI, engines.FASTER):
+        if engine not in ENGINES:
             raise ValueError(f"engine: {engines.OPENAI} or {engines.FASTER}")
         model = model or self.settings.models.default
         on_disk = catalog.local_engines(self.settings.models_dir).get(model, [])
