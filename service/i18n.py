@@ -125,6 +125,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "into the inbox again.",
         "report.moved_to": "to {path}",
         "report.to_failed": "to the failed folder",
+        "report.next_kept": "What to do next: the file could not be moved out of the inbox and is "
+        "still at {path} (moving it is tried again every minute). Fix the problem, then retry "
+        "the task on the web page or with: python app.py retry {id}",
+        "report.next_gone": "What to do next: the file was no longer in the inbox when the task "
+        "ended (moved or deleted by someone else), so nothing was moved. Fix the problem and copy "
+        "it into the inbox again.",
         "report.hint": "Hint: {hint}",
         "hint.not_audio": "Check that the file plays in a media player; copy a working file into "
         "the inbox.",
@@ -379,6 +385,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "report.next": "下一步：文件已移到{where}。解决问题后，把它重新复制到收件箱。",
         "report.moved_to": " {path}",
         "report.to_failed": "失败文件夹（failed）",
+        "report.next_kept": "下一步：文件无法移出收件箱，仍在 {path}（每分钟会再试一次移动）。"
+        "解决问题后，在网页上重试该任务，或运行：python app.py retry {id}",
+        "report.next_gone": "下一步：任务结束时文件已不在收件箱中（被别人移走或删除），"
+        "因此没有移动任何文件。解决问题后，把它重新复制到收件箱。",
         "report.hint": "提示：{hint}",
         "hint.not_audio": "请确认该文件能在播放器中播放；把能正常播放的文件复制到收件箱。",
         "hint.bad_sidecar": "修正音频旁边的 .json 设置文件，然后把两者一起复制到收件箱。",

@@ -39,6 +39,8 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
     if task.status not in (COMPLETED, FAILED):
         return
     moved = task.moved_to  # under archive/ or failed/: recorded by whoever moved it
+    kept = False  # the move failed: the source is still in the inbox
+    gone = task.source_state == "missing"
     if task.source_state == "inbox":
         if _replaced(settings, task):
             log.warning("task %s: %s", task.id, i18n.t("source.changed", "en"))
@@ -54,7 +56,10 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
                 )
             elif not queue.set_source_state(task.id, "missing", only_from="inbox"):
                 return  # another node (or our own start-up pass) settled it first
+            else:
+                gone = True
         except (OSError, ValueError) as err:
+            kept = True
             # The task's outcome stands; the file stays where it is and the row says so.
             log.error("task %s: could not move %s (tried again every minute): %s", task.id,
                       display(task.source), err)
@@ -63,7 +68,7 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
                     "detail.not_moved", "en", message=task.error_message or "", error=err))
     try:
         if task.status == FAILED:
-            _report(settings, task, moved)
+            _report(settings, task, moved, kept=kept, gone=gone)
         else:
             _remove_report(settings, task)  # a success makes an earlier failure report stale
     except (OSError, ValueError) as err:  # e.g. the outbox itself is the problem
@@ -123,9 +128,11 @@ def _report_place(settings: Settings, task: Task) -> tuple[Path, str]:
     return out_dir, name[: -len(REPORT_SUFFIX)]
 
 
-def _report(settings: Settings, task: Task, moved: str | None) -> None:
+def _report(settings: Settings, task: Task, moved: str | None, *, kept: bool = False,
+            gone: bool = False) -> None:
     """The plain-words report; `moved` is where the source went under failed/ (the name it
-    has there, " (2)" if its own was taken), else it is named as it would have been."""
+    has there, " (2)" if its own was taken), else it is named as it would have been. `kept`:
+    the move failed and the source is still in the inbox; `gone`: it had left the inbox."""
     rel = PurePosixPath(task.source)
     lang = settings.ui_language
     out_dir, stem = _report_place(settings, task)
@@ -136,6 +143,9 @@ def _report(settings: Settings, task: Task, moved: str | None) -> None:
         message=i18n.reason(task.error_kind, task.error_message, lang),
         moved_to=(fsops.safe_join(settings.failed, moved) if moved
                   else fsops.mirror_join(settings.failed, rel, create=False)),
+        kept_at=str(fsops.safe_join(settings.inbox, task.source)) if kept else None,
+        gone=gone,
+        task_id=task.id,
         attempts=task.attempts,
         when=task.finished_at or task.created_at,
         hint=i18n.t(f"hint.{task.error_kind}", lang) if task.error_kind in HINT_KINDS else None,

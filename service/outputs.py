@@ -291,13 +291,18 @@ def write_error_report(
     when: datetime,
     hint: str | None = None,
     moved_to: str | None = None,
+    kept_at: str | None = None,
+    gone: bool = False,
+    task_id: int | None = None,
     lang: str = "en",
 ) -> Path:
     """Write ``<stem>.error.txt``: which file, what went wrong, what to do next, in plain words
     of ``lang`` (``message`` and ``hint`` already in it: see i18n.reason).
 
     ``moved_to`` is where the source went (e.g. ``failed/team/talk.mp3``); it defaults to the
-    failed folder in general terms.
+    failed folder in general terms. ``kept_at``: the source could not be moved and is still
+    there (task ``task_id`` can be retried); ``gone``: it had left the inbox before it could be
+    moved. A report never says a file went somewhere it did not.
     """
     from . import i18n
 
@@ -306,15 +311,21 @@ def write_error_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     tries = (i18n.t("report.one_try", lang) if attempts == 1
              else i18n.t("report.n_tries", lang, n=attempts))
-    where = (i18n.t("report.moved_to", lang, path=moved_to) if moved_to
-             else i18n.t("report.to_failed", lang))
+    if kept_at is not None:
+        next_step = i18n.t("report.next_kept", lang, path=kept_at, id=task_id or "ID")
+    elif gone:
+        next_step = i18n.t("report.next_gone", lang)
+    else:
+        next_step = i18n.t("report.next", lang, where=(
+            i18n.t("report.moved_to", lang, path=moved_to) if moved_to
+            else i18n.t("report.to_failed", lang)))
     lines = [
         i18n.t("report.title", lang, file=source_name),
         "",
         i18n.t("report.what", lang, reason=message.strip()),
         i18n.t("report.tries", lang, tries=tries, when=_local_time(when)),
         "",
-        i18n.t("report.next", lang, where=where),
+        next_step,
     ]
     if hint:
         lines.append(i18n.t("report.hint", lang, hint=hint.strip()))

@@ -170,3 +170,37 @@ def test_nodes_settling_the_same_tasks_at_once_lose_nothing(env) -> None:
         assert row.error_message is None
     assert sorted(p.name for p in (s.archive / "d").iterdir()) == sorted(
         f"{i}.mp3" for i in range(30))
+
+
+def test_a_source_that_could_not_be_moved_is_reported_where_it_is(env) -> None:
+    """The report never says the file went to failed/ when it is still in the inbox; once the
+    move succeeds (retried every minute), the report says where it went."""
+    s, q = env
+    s.failed.write_bytes(b"")  # failed/ is a file: every move there fails
+    task = finished(s, q, "团队/坏.mp3", ok=False)
+    outcome.settle(s, q, task)
+    assert (s.inbox / "团队/坏.mp3").read_bytes() == b"audio"
+    task = q.get(task.id)
+    assert task.source_state == "inbox" and "could not be moved" in task.error_message
+    report = (s.outbox / "团队" / "坏.mp3.error.txt").read_text(encoding="utf-8")
+    assert f"still at {s.inbox / '团队' / '坏.mp3'}" in report
+    assert f"python app.py retry {task.id}" in report and "was moved" not in report
+
+    s.failed.unlink()
+    s.failed.mkdir()
+    outcome.settle(s, q, task)
+    assert (s.failed / "团队/坏.mp3").read_bytes() == b"audio"
+    report = (s.outbox / "团队" / "坏.mp3.error.txt").read_text(encoding="utf-8")
+    assert f"moved to {s.failed / '团队' / '坏.mp3'}" in report and "still at" not in report
+
+
+def test_a_source_gone_before_settling_is_not_reported_as_moved(zh_env) -> None:
+    s, q = zh_env
+    task = finished(s, q, "坏.mp3", ok=False)
+    (s.inbox / "坏.mp3").unlink()
+    outcome.settle(s, q, task)
+    assert q.get(task.id).source_state == "missing"
+    report = (s.outbox / "坏.mp3.error.txt").read_text(encoding="utf-8")
+    assert "任务结束时文件已不在收件箱中" in report and "文件已移到" not in report
+    outcome.settle(s, q, q.get(task.id))  # settled again (a restart): it says the same
+    assert "任务结束时文件已不在收件箱中" in (s.outbox / "坏.mp3.error.txt").read_text("utf-8")
