@@ -10,6 +10,11 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+# The engines, named once: settings, sidecars, task rows and calibration keys use these strings.
+OPENAI = "openai-whisper"
+FASTER = "faster-whisper"
+ENGINES = (OPENAI, FASTER)
+
 # name → (parameters in millions, VRAM in MiB from openai-whisper's README table)
 OFFICIAL: dict[str, tuple[int, int]] = {
     "tiny.en": (39, 1024),
@@ -72,9 +77,9 @@ def local_engines(models_dir: Path) -> dict[str, list[str]]:
     NAME/ (CTranslate2) → faster-whisper."""
     out: dict[str, list[str]] = {}
     for name in local_models(models_dir):
-        out.setdefault(name, []).append("openai-whisper")
+        out.setdefault(name, []).append(OPENAI)
     for name in ct2_models(models_dir):
-        out.setdefault(name, []).append("faster-whisper")
+        out.setdefault(name, []).append(FASTER)
     return dict(sorted(out.items()))
 
 
@@ -90,11 +95,11 @@ def _closest_official(name: str) -> str:
     return next((o for o in sorted(OFFICIAL, key=len, reverse=True) if o in name), "large")
 
 
-def default_vram_mb(name: str, engine: str = "openai-whisper", precision: str = "fp16") -> int:
+def default_vram_mb(name: str, engine: str = OPENAI, precision: str = "fp16") -> int:
     """Table value for official names; for imported ones guess from the name, else 'large'.
     faster-whisper: that value × the published ratio for its compute type (and batching)."""
     base = OFFICIAL[_closest_official(name)][1]
-    if engine != "faster-whisper":
+    if engine != FASTER:
         return base
     compute, _, batch = precision.partition("-batch")
     table = FASTER_BATCHED_FACTOR if batch else FASTER_VRAM_FACTOR

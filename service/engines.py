@@ -18,10 +18,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import catalog
 from .options import Decoding
 
-OPENAI = "openai-whisper"
-FASTER = "faster-whisper"
+OPENAI = catalog.OPENAI
+FASTER = catalog.FASTER
 
 ProgressCallback = Callable[[float], None]
 Speech = Sequence[tuple[float, float]]

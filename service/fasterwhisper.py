@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from . import catalog
 from .options import Decoding
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class _Chained(io.RawIOBase):
 class FasterWhisper:
     """faster-whisper 1.2 (CTranslate2 4) as an engines.Engine."""
 
-    name = "faster-whisper"
+    name = catalog.FASTER
 
     def load(self, name: str, models_dir: Path, device: str, allow_download: bool,
              opts: Decoding, threads: int) -> Any:

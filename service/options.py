@@ -29,7 +29,7 @@ from . import catalog
 MAX_SPEAKERS = 20
 SCRIPT_ALIASES = {"simplified": "t2s", "traditional": "s2t"}
 ORIGINAL = "original"
-ENGINES = ("openai-whisper", "faster-whisper")
+ENGINES = catalog.ENGINES
 # CTranslate2's compute types (opennmt.net/CTranslate2/quantization.html); "auto" = GPU float16
 # (int8_float16 with prefer_memory), CPU int8. Listed here so options never imports ctranslate2.
 COMPUTE_TYPES = ("auto", "float16", "int8_float16", "int8", "int8_float32", "float32",

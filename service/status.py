@@ -12,7 +12,7 @@ import os
 from datetime import datetime
 from typing import Any
 
-from . import i18n
+from . import catalog, i18n
 from .calibration import Calibration
 from .config import Settings
 from .i18n import duration, state_name, t
@@ -169,7 +169,7 @@ def render_text(data: dict, lang: str) -> str:
     for e in data["vram_estimates"]:
         measured = (t("status.measured", lang, mean=e["measured_mean_mb"], n=e["samples"])
                     if e["samples"] else t("status.not_measured", lang))
-        model = e["model"] if e.get("engine", "openai-whisper") == "openai-whisper" else (
+        model = e["model"] if e.get("engine", catalog.OPENAI) == catalog.OPENAI else (
             f"{e['model']} ({e['engine']}, {e['precision']})")
         out.append(t("status.estimate", lang, model=model, gpu=e["gpu"],
                      estimate=e["estimate_mb"], default=e["default_mb"], measured=measured))

@@ -29,7 +29,7 @@ class Reservation:
 
 
 def default_estimate(model: str, confidence_factor: float, precision: str = "fp16",
-                     engine: str = "openai-whisper") -> int:
+                     engine: str = catalog.OPENAI) -> int:
     return int(catalog.default_vram_mb(model, engine, precision) * confidence_factor)
 
 
