@@ -78,8 +78,8 @@ def seed(settings, service: Service) -> None:  # noqa: ANN001
         if progress is not None:
             q.start_processing(tid, OTHER_NODE, load_seconds=6.0)
             q.set_progress(tid, OTHER_NODE, progress)
-        service.dispatcher.pool.reserve(tid, int(device[-1]), mb)
-        service.dispatcher.pool.materialise(tid)
+        service.dispatcher.vram.reserve(tid, int(device[-1]), mb)
+        service.dispatcher.vram.materialise(tid)
     for source in ("inbox-notes/voice memo 1.m4a", "inbox-notes/voice memo 2.m4a", "lecture.mp4"):
         tid = add(source, "turbo", 600)
         q.update_fields(tid, next_attempt_at=start + timedelta(days=1))

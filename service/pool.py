@@ -218,10 +218,7 @@ class WorkerPool:
         """Send a warm worker away (its next task could not start); its memory is already
         the dispatcher's to release."""
         self._exiting.append((worker, None))
-        try:
-            worker.conn.send(Stop())
-        except OSError:
-            pass  # it left already
+        _ask_to_leave(worker)
 
     def reap(self) -> None:
         """Release the memory of workers that have really exited; stop warm workers idle
@@ -281,10 +278,7 @@ class WorkerPool:
         """Shutdown: spares leave by themselves, every other worker (`busy` too) is killed at
         once, then all are waited for together (Windows allows seconds), not one by one."""
         for worker in self._spares:
-            try:
-                worker.conn.send(Stop())
-            except OSError:
-                pass
+            _ask_to_leave(worker)
         doomed = busy + [w.worker for w in self._warm] + [w for w, _ in self._exiting]
         for worker in doomed:
             worker.process.kill()
@@ -297,3 +291,11 @@ class WorkerPool:
         self._warm.clear()
         self._exiting.clear()
         self._spares.clear()
+
+
+def _ask_to_leave(worker: Worker) -> None:
+    """Send Stop; a worker whose pipe is closed has left already, which is what was asked."""
+    try:
+        worker.conn.send(Stop())
+    except OSError:
+        pass

@@ -132,11 +132,11 @@ class Service:
             self.queue.engine, self.clock, confidence_factor=cfg.gpu.confidence_factor,
             k=cfg.gpu.calibration_k, window=cfg.gpu.calibration_samples,
         )
-        pool = None
+        vram = None
         if self.backend is not None:
-            pool = VramPool(self.backend, cfg.gpu, self.calibration.estimate_mb)
+            vram = VramPool(self.backend, cfg.gpu, self.calibration.estimate_mb)
         self.dispatcher = Dispatcher(
-            cfg, self.queue, self.clock, pool, self._settled, self.worker_id, self.calibration
+            cfg, self.queue, self.clock, vram, self._settled, self.worker_id, self.calibration
         )
         self.watcher = InboxWatcher(cfg, self.queue, self.clock, on_rejected=self._settled)
         self.watcher.start()

@@ -58,15 +58,16 @@ class Running:
 
 
 class Dispatcher:
-    """One per service process. `pool` is the VRAM pool (None: CPU only); `on_settled` gets
-    each task that reached an end (the runner moves its source to archive/ or failed/)."""
+    """One per service process. `vram` is the VRAM pool (None: CPU only), `workers` the worker
+    processes (service.pool); `on_settled` gets each task that reached an end (the runner
+    moves its source to archive/ or failed/)."""
 
     def __init__(
         self,
         settings: Settings,
         queue: TaskQueue,
         clock: Clock,
-        pool: VramPool | None,
+        vram: VramPool | None,
         on_settled: Callable[[Task], None],
         worker_id: str | None = None,
         calibration: Calibration | None = None,
@@ -76,16 +77,16 @@ class Dispatcher:
         self.ram = ram or RamBudget(settings.memory.reserve_mb, settings.memory.piece_minutes)
         self.queue = queue
         self.clock = clock
-        self.pool = pool
+        self.vram = vram
         self.calibration = calibration
         self.planner = None
         self._gpu_names: dict[int, str] = {}
         self._gpu_uuids: dict[int, str | None] = {}
-        if pool is not None:
+        if vram is not None:
             rtf = calibration.rtf if calibration is not None else (
                 lambda g, m, engine=engines.OPENAI, **_: default_rtf(m, engine))
-            self.planner = Planner(pool, clock, rtf, self._kind)
-            cards = pool.backend.devices()
+            self.planner = Planner(vram, clock, rtf, self._kind)
+            cards = vram.backend.devices()
             self._gpu_names = {g.index: g.name for g in cards}
             self._gpu_uuids = {g.index: g.uuid for g in cards}
         self.on_settled = on_settled
@@ -141,7 +142,7 @@ class Dispatcher:
             )
             if claimed is None:
                 continue  # another node took it
-            self.pool.reserve(claimed.id, gpu, estimate)
+            self.vram.reserve(claimed.id, gpu, estimate)
             runtime = self.planner.runtime_s(claimed, self._gpu_names.get(gpu, ""))
             self._start(claimed, gpu, estimate, self.clock.now() + timedelta(seconds=runtime))
 
@@ -166,9 +167,9 @@ class Dispatcher:
                 continue
             worker = self.workers.take_warm(warm)
             self._release(warm.key)  # its memory moves to the task
-            if self.pool is not None and warm.gpu is not None:
-                self.pool.reserve(claimed.id, warm.gpu, warm.mb)
-                self.pool.materialise(claimed.id)
+            if self.vram is not None and warm.gpu is not None:
+                self.vram.reserve(claimed.id, warm.gpu, warm.mb)
+                self.vram.materialise(claimed.id)
             end = None
             if self.planner is not None and warm.gpu is not None:
                 runtime = self.planner.runtime_s(claimed, self._gpu_names.get(warm.gpu, ""))
@@ -213,7 +214,7 @@ class Dispatcher:
     ) -> None:
         """Send a claimed task's job to `warm`, a spare or a new worker; a task that cannot
         start is failed (its memory released) and the service goes on."""
-        simulated = self.pool is not None and self.pool.backend.simulated
+        simulated = self.vram is not None and self.vram.backend.simulated
         card = None if simulated else gpu  # a simulated card is the CPU to the worker
         try:
             job = jobs.job_for(self.settings, self.queue, task, card,
@@ -304,9 +305,9 @@ class Dispatcher:
         """The task's memory becomes the warm worker's, under a key that is no task id."""
         key = -(run.proc.process.pid or task_id)
         self._release(task_id)
-        if self.pool is not None and run.gpu is not None:
-            self.pool.reserve(key, run.gpu, run.estimate_mb)
-            self.pool.materialise(key)
+        if self.vram is not None and run.gpu is not None:
+            self.vram.reserve(key, run.gpu, run.estimate_mb)
+            self.vram.materialise(key)
         self.workers.keep_warm(Warm(run.proc, run.task.model, run.gpu, run.estimate_mb, key,
                                     kind=self._kind(run.task)))
 
@@ -320,8 +321,8 @@ class Dispatcher:
                 # Not the file's fault: requeued without an attempt, a few times (then spent).
                 self._failed(tid, "worker_start", reason, retryable=True, resource=True)
             case Loaded(load_seconds=seconds):
-                if self.pool is not None:
-                    self.pool.materialise(tid)
+                if self.vram is not None:
+                    self.vram.materialise(tid)
                 self.queue.start_processing(tid, self.worker_id, seconds)
                 log.info("task %s processing (model loaded in %.1f s)", tid, seconds)
             case Progress(fraction=fraction):
@@ -394,8 +395,8 @@ class Dispatcher:
 
     def _release(self, key: int) -> None:
         """Return the VRAM reserved under a task id (or a warm worker's key)."""
-        if self.pool is not None:
-            self.pool.release(key)
+        if self.vram is not None:
+            self.vram.release(key)
 
     def _renew(self) -> None:
         lease = self.settings.scheduler.lease_seconds

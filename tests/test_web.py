@@ -176,7 +176,7 @@ def test_metrics_match_the_database(running) -> None:
     load = samples("dropscribe_model_load_seconds_avg")
     assert load[(("device", "cpu"), ("model", "tiny.en"))] == pytest.approx(stats[3])
 
-    snap = {str(g["index"]): g for g in service.dispatcher.pool.snapshot()}
+    snap = {str(g["index"]): g for g in service.dispatcher.vram.snapshot()}
     assert len(snap) == len(SIM_GPUS)
     for metric, key in (("budget", "budget_mb"), ("reserved", "reserved_mb"),
                         ("used", "used_mb"), ("total", "total_mb")):
