@@ -12,7 +12,11 @@ on the CPU, cast all but LayerNorm to fp16, move, empty_cache). This probe measu
   each in a fresh spawned child (clean CUDA state): CUDA context, load peak, steady memory after
   ``empty_cache``, transcription peak, wall times;
 * whether the card's used memory (NVML) returns to the baseline after the child exits;
-* throughput of 1, 2, 4 concurrent tasks on one card (same model, same clip, same weights).
+* throughput of 1, 2, 4 concurrent tasks on one card (same model, same clip, same weights);
+* the second engine, faster-whisper, on the same weights (bench/probe_faster.py): each model's
+  CTranslate2 folder (bench/ct2_models.py) per compute type — load, memory after loading, peak
+  as the worker measures it (NVML per process) — and k tasks at once against one task batched k.
+  ``--engines`` picks the engines (default both).
 
 Weights are random (seeded) with the real dimensions, saved like the official checkpoints
 (``{"dims", "model_state_dict"}`` in fp16) as ``<name>.pt``, so nothing is downloaded; they decode
@@ -23,7 +27,8 @@ On the CPU the figures are RSS above the child's baseline (after imports) instea
 the engine path keeps fp32 (it casts only for CUDA). The last line is machine-readable:
 
     RESULT device=<cuda|cpu> models=<n> fp16_vs_stock_load_peak=<median ratio>
-           back_to_baseline=<all|some|n/a>      (one line)
+           back_to_baseline=<all|some|n/a> faster_models=<n>
+           faster_<compute type>_vs_openai_fp16_peak=<median ratio|n/a>      (one line)
 
 It is a benchmark, not a test: it asserts no figures. tests/test_gpu_probe.py runs it on the CPU.
 """
@@ -62,6 +67,7 @@ if str(REPO) not in sys.path:
 
 # Only modules that need nothing beyond torch, whisper and NVML: the GPU machines' image lacks
 # most of the service's dependencies (pydantic, PyAV, SQLAlchemy).
+from bench import ct2_models, probe_faster  # noqa: E402
 from service import catalog, engine  # noqa: E402  (importing these touches neither torch nor CUDA)
 from service.gpu import NvmlBackend  # noqa: E402
 from service.worker import exit_with_parent  # noqa: E402  (stdlib only at import)
@@ -222,8 +228,9 @@ def _checkpoint_key(name: str, seed: int) -> str:
 
 
 def _build_checkpoints_child(conn: Connection, names: list[str], models_dir: str,
-                             seed: int) -> None:
-    """Spawned child: builds the files, so the parent never holds gigabytes of weights."""
+                             seed: int, ct2: list[str] | None = None) -> None:
+    """Spawned child: builds the files, so the parent never holds gigabytes of weights.
+    `ct2`: models whose CTranslate2 folder (<name>/, from the same weights) is made too."""
     exit_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s build %(message)s")
     try:
@@ -233,6 +240,13 @@ def _build_checkpoints_child(conn: Connection, names: list[str], models_dir: str
             path.with_suffix(".key").write_text(_checkpoint_key(name, seed), encoding="utf-8")
             log.info("built %s (%.0f MiB) in %.1f s", path.name, path.stat().st_size / MiB,
                      time.perf_counter() - started)
+        for name in ct2 or []:
+            started = time.perf_counter()
+            folder = ct2_models.from_checkpoint(Path(models_dir) / f"{name}.pt",
+                                                Path(models_dir) / name)
+            (folder / "probe.key").write_text(_checkpoint_key(name, seed), encoding="utf-8")
+            log.info("built the CTranslate2 folder %s in %.1f s", folder.name,
+                     time.perf_counter() - started)
         conn.send(("ok", None))
     except BaseException as err:  # noqa: BLE001 - reported to the parent
         conn.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
@@ -240,21 +254,27 @@ def _build_checkpoints_child(conn: Connection, names: list[str], models_dir: str
         conn.close()
 
 
+def _built(key_file: Path, name: str, seed: int) -> bool:
+    return key_file.is_file() and key_file.read_text(encoding="utf-8") == _checkpoint_key(
+        name, seed)
+
+
 def ensure_checkpoints(ctx: multiprocessing.context.BaseContext, names: Sequence[str],
-                       models_dir: Path, seed: int) -> None:
-    """Build (in one child) every <name>.pt that is missing or was built differently."""
-    missing = []
-    for name in dict.fromkeys(names):
-        key_file = models_dir / f"{name}.key"
-        ok = (models_dir / f"{name}.pt").is_file() and key_file.is_file()
-        if not ok or key_file.read_text(encoding="utf-8") != _checkpoint_key(name, seed):
-            missing.append(name)
-    if not missing:
+                       models_dir: Path, seed: int, ct2: Sequence[str] = ()) -> None:
+    """Build (in one child) every <name>.pt that is missing or was built differently, and
+    the CTranslate2 folder <name>/ of each model in `ct2` made from it."""
+    missing = [n for n in dict.fromkeys(names) if not (
+        (models_dir / f"{n}.pt").is_file() and _built(models_dir / f"{n}.key", n, seed))]
+    folders = [n for n in dict.fromkeys(ct2) if n in missing or not (
+        (models_dir / n / "model.bin").is_file() and _built(models_dir / n / "probe.key", n, seed))]
+    if not missing and not folders:
         log.info("checkpoints cached in %s", models_dir)
         return
-    log.info("building random-weight checkpoints %s in %s", ",".join(missing), models_dir)
+    log.info("building random-weight checkpoints %s and CTranslate2 folders %s in %s",
+             ",".join(missing) or "-", ",".join(folders) or "-", models_dir)
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_build_checkpoints_child, args=(send, missing, str(models_dir), seed))
+    proc = ctx.Process(target=_build_checkpoints_child,
+                       args=(send, missing, str(models_dir), seed, folders))
     proc.start()
     send.close()
     status = _receive(recv, proc, CHILD_TIMEOUT_S * 2)
@@ -325,6 +345,8 @@ class ChildSpec:
     max_tokens: int
     threads: int = 0  # torch threads; 0 = torch's default
     parent_baseline_mb: int | None = None  # NVML used before the child started
+    compute_type: str = ""  # faster-whisper roles: CTranslate2's compute type
+    batch: int = 0  # faster-whisper: > 1 = that many copies of the clip, batched
 
 
 def _outside_allocator_mb(torch_mod: Any, spec: ChildSpec) -> tuple[float | None, str]:
@@ -355,6 +377,9 @@ def measure(spec: ChildSpec, barrier: Any = None) -> dict[str, Any]:
     if spec.device == "cuda":
         os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # NVML's order, not fastest-first
         os.environ["CUDA_VISIBLE_DEVICES"] = str(spec.gpu)  # before CUDA is first touched
+    if spec.role.startswith("faster"):
+        return probe_faster.measure(spec, MODEL_DIMS[spec.model].n_vocab, rss_mb, peak_rss_mb,
+                                    reset_peak_rss, barrier)
     import numpy as np
     import torch
     import whisper
@@ -782,10 +807,11 @@ def _versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "torch CUDA": str(torch.version.cuda)}
-    try:
-        out["openai-whisper"] = version("openai-whisper")
-    except PackageNotFoundError:
-        out["openai-whisper"] = "unknown"
+    for package in ("openai-whisper", "faster-whisper", "ctranslate2"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
     return out
 
 
@@ -859,6 +885,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-tokens", type=int, default=128,
                     help="at most this many tokens per 30-s window (random weights rarely stop by "
                          "themselves; 128 is roughly what 30 s of speech yields); default 128")
+    ap.add_argument("--engines", type=_csv, default=list(catalog.ENGINES),
+                    help="openai-whisper, faster-whisper or both (default both)")
+    ap.add_argument("--compute-types", type=_csv,
+                    help="faster-whisper's, per model (default "
+                         f"{','.join(probe_faster.CUDA_COMPUTE)} on cuda, "
+                         f"{','.join(probe_faster.CPU_COMPUTE)} on cpu); the first is also "
+                         "the throughput runs'")
     ap.add_argument("--gpu", type=int, default=0, help="card index (NVML / CUDA_VISIBLE_DEVICES)")
     ap.add_argument("--out", type=Path,
                     help="Markdown report (default docs/gpu-measurements.md; with "
@@ -883,6 +916,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--audio-seconds must be > 0 and --max-tokens within 1..224")
     if any(k < 1 for k in args.concurrency):
         ap.error("--concurrency takes positive integers")
+    if not args.engines or set(args.engines) - set(catalog.ENGINES):
+        ap.error(f"--engines takes {' and/or '.join(catalog.ENGINES)}")
     return args
 
 
@@ -902,7 +937,7 @@ def weights_only(args: argparse.Namespace) -> int:
            f"Generated by `python bench/gpu_probe.py {shlex.join(sys.argv[1:])}` on "
            f"{datetime.now(timezone.utc):%Y-%m-%d}.\n\n" + table + "\n")
     print(f"RESULT device=none models={len(names)} fp16_vs_stock_load_peak=n/a "
-          f"back_to_baseline=n/a")
+          f"back_to_baseline=n/a faster_models=0 faster_float16_vs_openai_fp16_peak=n/a")
     return 0
 
 
@@ -921,11 +956,30 @@ class Probe:
     finished: bool = False
     runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     tp_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # faster-whisper: model → compute type → run; (how, k) → run; why it did not run
+    fw_runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    fw_tp_runs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    fw_missing: str | None = None
 
-    def spec(self, role: str, model: str, threads: int = 0) -> ChildSpec:
+    def spec(self, role: str, model: str, threads: int = 0, compute_type: str = "",
+             batch: int = 0) -> ChildSpec:
         return ChildSpec(role=role, model=model, models_dir=str(self.models_dir),
                          device=self.device, gpu=self.args.gpu, clip=str(self.work / "clip.npy"),
-                         max_tokens=self.args.max_tokens, threads=threads)
+                         max_tokens=self.args.max_tokens, threads=threads,
+                         compute_type=compute_type, batch=batch)
+
+    @property
+    def openai(self) -> bool:
+        return catalog.OPENAI in self.args.engines
+
+    @property
+    def faster(self) -> bool:
+        return catalog.FASTER in self.args.engines and self.fw_missing is None
+
+    @property
+    def compute_types(self) -> list[str]:
+        return self.args.compute_types or list(
+            probe_faster.CUDA_COMPUTE if self.device == "cuda" else probe_faster.CPU_COMPUTE)
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -954,29 +1008,55 @@ def run_probe(args: argparse.Namespace) -> int:
         probe.skipped.append(step)
         return True
 
+    if catalog.FASTER in args.engines:
+        probe.fw_missing = probe_faster.available()
+        if probe.fw_missing:
+            log.warning("faster-whisper part skipped: %s", probe.fw_missing)
     try:
         probe.clip_what = make_clip(work / "clip.npy", args.audio_seconds)
-        ensure_checkpoints(ctx, [*models, *([tp_model] if tp_model else [])], models_dir,
-                           args.seed)
+        wanted = [*models, *([tp_model] if tp_model else [])]
+        ensure_checkpoints(ctx, wanted, models_dir, args.seed,
+                           ct2=wanted if probe.faster else ())
         if torch.cuda.is_initialized():  # would skew every NVML reading of the children
             raise SystemExit("the parent initialised CUDA; the probe's figures would be wrong")
+        cpus = os.cpu_count() or 1
         for name in models:
             if over_budget(f"model {name}"):
                 continue
-            probe.runs[name] = {}
-            for role in ("stock", "fp16"):
-                log.info("%s: %s path", name, role)
-                probe.runs[name][role] = run_children(ctx, [probe.spec(role, name)], card)
-                _log_report(name, role, probe.runs[name][role])
+            if probe.openai:
+                probe.runs[name] = {}
+                for role in ("stock", "fp16"):
+                    log.info("%s: %s path", name, role)
+                    probe.runs[name][role] = run_children(ctx, [probe.spec(role, name)], card)
+                    _log_report(name, role, probe.runs[name][role])
+            if probe.faster:
+                probe.fw_runs[name] = {}
+                for compute in probe.compute_types:
+                    log.info("%s: faster-whisper %s", name, compute)
+                    probe.fw_runs[name][compute] = run_children(
+                        ctx, [probe.spec("faster", name, cpus if device == "cpu" else 0,
+                                         compute)], card)
+                    _log_report(name, f"faster-whisper {compute}", probe.fw_runs[name][compute])
             checkpoint()
-        cpus = os.cpu_count() or 1
         for k in args.concurrency:
             if over_budget(f"throughput k={k}"):
                 continue
-            log.info("throughput: %d × %s at once", k, tp_model)
             threads = max(1, cpus // k) if device == "cpu" else 0  # the scheduler's rule
-            specs = [probe.spec("throughput", tp_model, threads) for _ in range(k)]
-            probe.tp_runs[k] = run_children(ctx, specs, card)
+            if probe.openai:
+                log.info("throughput: %d × %s at once", k, tp_model)
+                specs = [probe.spec("throughput", tp_model, threads) for _ in range(k)]
+                probe.tp_runs[k] = run_children(ctx, specs, card)
+            if probe.faster:
+                compute = probe.compute_types[0]
+                log.info("throughput: %d × %s at once, faster-whisper %s", k, tp_model, compute)
+                specs = [probe.spec("faster-tasks", tp_model, threads, compute)
+                         for _ in range(k)]
+                probe.fw_tp_runs[("tasks", k)] = run_children(ctx, specs, card)
+                if k > 1:
+                    log.info("throughput: %s batched %d, faster-whisper %s", tp_model, k, compute)
+                    probe.fw_tp_runs[("batched", k)] = run_children(ctx, [probe.spec(
+                        "faster-batched", tp_model, cpus if device == "cpu" else 0, compute,
+                        batch=k)], card)
             checkpoint()
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the clip, and the checkpoints unless cached
@@ -1017,6 +1097,64 @@ def _shown_argv(argv: list[str]) -> list[str]:
     return shown
 
 
+def openai_need(probe: Probe) -> dict[str, float | None]:
+    """Per model, what the openai-whisper fp16 path needed: on a GPU the worker's own figure
+    (allocator peak + outside it), on the CPU its RSS peak."""
+    out: dict[str, float | None] = {}
+    for name, by_role in probe.runs.items():
+        rec = _report(by_role.get("fp16"))
+        if probe.device == "cuda":
+            out[name] = _need_mb(rec)
+        elif "error" not in rec and rec:
+            out[name] = max(rec["load_peak_mb"], rec["transcribe_peak_mb"])
+    return out
+
+
+def faster_sections(probe: Probe) -> list[str]:
+    """The faster-whisper part of the report (or why it did not run)."""
+    if catalog.FASTER not in probe.args.engines:
+        return []
+    if probe.fw_missing:
+        return ["## faster-whisper (CTranslate2)", "", f"Not measured: {probe.fw_missing}.", ""]
+    device = probe.device
+    unit = ("NVML memory of the child's PID (CUDA context included), sampled every 20 ms by "
+            "`service.gpu.PeakSampler`, the worker's own measurement" if device == "cuda"
+            else "RSS above the child's baseline after imports (host memory, not VRAM)")
+
+    def estimate(name: str, compute: str) -> int:
+        return int(catalog.default_vram_mb(name, catalog.FASTER, compute) * CONFIDENCE_FACTOR)
+
+    parts = [
+        f"## faster-whisper (CTranslate2) per model and compute type ({device})", "",
+        _md_table(probe_faster.MODELS_HEADER, probe_faster.models_rows(
+            probe.fw_runs, openai_need(probe), estimate, device)), "",
+        "The same random weights as above, written as CTranslate2 folders "
+        "(`bench/ct2_models.py`, float16 on disk) and loaded with `faster_whisper.WhisperModel"
+        "(compute_type=…)`; the same clip and bounded decoding. Memory: " + unit + ". After "
+        "load = right after loading; peak = the most during loading and transcribing. The "
+        "default estimate is `catalog.default_vram_mb(name, 'faster-whisper', compute type) × "
+        f"{CONFIDENCE_FACTOR}`" + (" (× peak: how much larger it is)." if device == "cuda"
+                                   else "; no VRAM was measured in this run.") +
+        " Peak / openai fp16 need compares with the openai-whisper fp16 path's figure above "
+        "on the same weights.", "",
+    ]
+    if probe.fw_tp_runs:
+        rows = probe_faster.throughput_rows(probe.fw_tp_runs)
+        parts += [
+            f"## faster-whisper throughput: {probe.tp_model}, k tasks at once vs one task "
+            "batched k", "",
+            _md_table(probe_faster.THROUGHPUT_HEADER, probe_faster.throughput_cells(rows, device)),
+            "", "k tasks at once = k processes, each the clip once, started together after all "
+            "have loaded; batched k = one process transcribing k copies of the clip with "
+            "`BatchedInferencePipeline(batch_size=k)`, one 30-s window per copy. Audio s per "
+            "wall s = the audio transcribed / (last end − first start). Memory = the sum of the "
+            "processes' own peaks" + (", and the card's used memory above its earlier reading "
+                                      "(NVML, from the parent)." if device == "cuda" else "."),
+            "",
+        ]
+    return parts
+
+
 def render(probe: Probe, infos: dict[str, WeightInfo]) -> tuple[str, str]:
     """The Markdown report and the RESULT line."""
     args, device = probe.args, probe.device
@@ -1024,7 +1162,8 @@ def render(probe: Probe, infos: dict[str, WeightInfo]) -> tuple[str, str]:
     unit = "VRAM (torch allocator, reserved)" if device == "cuda" else \
         "RSS above the child's baseline after imports (host memory, not VRAM)"
     command = "python bench/gpu_probe.py " + shlex.join(_shown_argv(sys.argv[1:]))
-    parts = ["# Whisper memory and throughput: stock loading vs our fp16 path", ""]
+    parts = ["# Whisper memory and throughput: stock loading vs our fp16 path, and "
+             "faster-whisper", ""]
     if args.note:
         parts += [args.note.strip(), ""]
     if device == "cpu":
@@ -1087,6 +1226,7 @@ def render(probe: Probe, infos: dict[str, WeightInfo]) -> tuple[str, str]:
                   f"Each task loads (engine path), waits until all have loaded, then transcribes "
                   f"the same {args.audio_seconds:g}-s clip; audio s per wall s = k × clip / (last "
                   f"end − first start of the transcriptions); {threads_note}.", ""]
+    parts += faster_sections(probe)
     parts += ["## What this means for the default estimates", "",
               estimates_paragraph(device, infos, probe.runs, probe.tp_model, tp_rows), ""]
     ratios = []
@@ -1102,8 +1242,11 @@ def render(probe: Probe, infos: dict[str, WeightInfo]) -> tuple[str, str]:
         back = "all" if flags and all(flags) else "some"
     else:
         back = "n/a"
+    first = probe.compute_types[0]
     result = (f"RESULT device={device} models={len(probe.runs)} "
-              f"fp16_vs_stock_load_peak={ratio} back_to_baseline={back}")
+              f"fp16_vs_stock_load_peak={ratio} back_to_baseline={back} "
+              f"faster_models={len(probe.fw_runs)} faster_{first}_vs_openai_fp16_peak="
+              f"{probe_faster.peak_ratio(probe.fw_runs, first, openai_need(probe))}")
     parts += ["```", result, "```", ""]
     return "\n".join(parts), result
 

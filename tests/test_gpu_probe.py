@@ -25,21 +25,22 @@ from service.vram import default_estimate
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "bench" / "gpu_probe.py"
 RESULT = re.compile(
-    r"^RESULT device=cpu models=1 fp16_vs_stock_load_peak=\d+\.\d+ back_to_baseline=n/a$")
+    r"^RESULT device=cpu models=1 fp16_vs_stock_load_peak=\d+\.\d+ back_to_baseline=n/a "
+    r"faster_models=1 faster_int8_vs_openai_fp16_peak=\d+\.\d+$")
 
 
 def _number(cell: str) -> float:
     return float(cell.replace(",", "").rstrip("×"))
 
 
-def _row(text: str, section: str, first_cell: str) -> list[str]:
-    """The cells of the table row that starts with first_cell in the section `## section`."""
+def _row(text: str, section: str, *first: str) -> list[str]:
+    """The cells of the table row that starts with the cells `first` in `## section`."""
     body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
     for line in body.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == first_cell:
+        if tuple(cells[:len(first)]) == first:
             return cells
-    raise AssertionError(f"no row {first_cell!r} in section {section!r}:\n{body}")
+    raise AssertionError(f"no row {first!r} in section {section!r}:\n{body}")
 
 
 def _table_after(text: str, marker: str) -> list[dict[str, str]]:
@@ -109,7 +110,8 @@ def test_weights_only_needs_no_device(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
-    """One real probe run: tiny, stock and engine paths, 1 and 2 tasks at once (~30 s)."""
+    """One real probe run: tiny, stock and engine paths, faster-whisper int8 and float32,
+    1 and 2 tasks at once and batched 2, both engines (~50 s)."""
     folder = tmp_path_factory.mktemp("gpu_probe")
     out, models = folder / "report.md", folder / "models"
     proc = subprocess.run(
@@ -191,3 +193,35 @@ def test_probe_checkpoint_loads_through_the_engine(cpu_run: tuple[str, str, Path
     held = sum(t.numel() * t.element_size() for m in (model.encoder, model.decoder)
                for t in (*m.parameters(), *m.buffers()))
     assert held == gpu_probe.weight_info("tiny").fp16_bytes
+
+
+def test_cpu_run_measures_faster_whisper_per_compute_type(cpu_run: tuple[str, str, Path]) -> None:
+    text, _, models = cpu_run
+    section = "faster-whisper (CTranslate2) per model and compute type (cpu)"
+    header = _header(text, section)
+    rows = {ct: dict(zip(header, _row(text, section, "tiny", ct), strict=True))
+            for ct in ("int8", "float32")}
+    for ct, row in rows.items():
+        assert 0 < int(row["tokens decoded"]) <= 16, row  # bounded as the openai side is
+        assert _number(row["peak MiB"]) >= _number(row["after load MiB"]) > 0, row
+        estimate = catalog.default_vram_mb("tiny", catalog.FASTER, ct)
+        assert row["default estimate MiB (× peak)"] == f"{int(estimate * 1.2):,}", row
+        assert _number(row["peak / openai fp16 need"]) > 0, row
+    # int8 weights are a quarter of float32's: the loaded model holds far less memory
+    after_load = {ct: _number(row["after load MiB"]) for ct, row in rows.items()}
+    assert after_load["int8"] < 0.6 * after_load["float32"], after_load
+    assert (models / "tiny" / "model.bin").is_file()  # the CTranslate2 folder, cached
+
+
+def test_cpu_run_compares_faster_tasks_at_once_with_batching(
+        cpu_run: tuple[str, str, Path]) -> None:
+    text, _, _ = cpu_run
+    section = "faster-whisper throughput: tiny, k tasks at once vs one task batched k"
+    body = _table_after(text, f"## {section}")
+    assert [r["how"] for r in body] == ["1 task at once", "2 tasks at once", "1 task, batched 2"]
+    cores = os.cpu_count() or 1
+    assert [int(r["threads"]) for r in body] == [cores, max(1, cores // 2), cores]
+    for r in body:
+        assert r["compute type"] == "int8" and _number(r["audio s per wall s"]) > 0, r
+    assert body[0]["speedup vs 1 task"] == "1.00×"
+
