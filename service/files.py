@@ -10,8 +10,10 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from . import fsops
 from .fsops import display, mirror_join, move_no_overwrite, safe_join
 
 log = logging.getLogger(__name__)
@@ -81,3 +83,50 @@ def moved_rel(target: Path, root: Path) -> str:
     """Where move_source put a file, relative to archive/ or failed/ (what `tasks.moved_to`
     records: it differs from the source's name when that was taken there)."""
     return Path(os.path.abspath(target)).relative_to(os.path.abspath(root)).as_posix()
+
+
+def find_moved(dest_root: Path, rel: str, size: int | None, mtime_ns: int | None) -> Path | None:
+    """This very file (same size and modification time) under dest_root where move_source
+    would have put it: a move that happened without its row learning it (the node stopped
+    between the two), so the source is not "missing" but there."""
+    if size is None or mtime_ns is None:
+        return None
+    target = mirror_join(dest_root, rel, create=False)
+    try:
+        with os.scandir(target.parent) as entries:
+            for entry in entries:
+                if not fsops.is_numbered_name(entry.name, target.name):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
+                    return Path(entry.path)
+    except OSError:
+        return None
+    return None
+
+
+def recover_claims(roots: Iterable[Path], claimed_before: float | None) -> list[Path]:
+    """Files left under a hidden claim name in the inbox, archive/ or failed/ because a node
+    stopped in the middle of moving them get a visible name again (fsops.undo_claim): the
+    inbox's are then settled as usual, the others are found by `find_moved`. Only claims made
+    before `claimed_before` (seconds since 1970) — another node may be moving a file right now
+    — or every claim when None (no other node can be: one service on this database)."""
+    restored = []
+    for root in roots:
+        for folder, _dirs, names in os.walk(root):  # links to folders are not followed
+            for name in names:
+                claim = fsops.read_claim(name)
+                if claim is None or (claimed_before is not None and (
+                        claim[1] is None or claim[1] >= claimed_before)):
+                    continue
+                path = Path(folder) / name
+                try:
+                    where = fsops.undo_claim(path)
+                except OSError as err:
+                    log.error("could not give %s its name back: %s", display(str(path)), err)
+                    continue
+                if where is not None:
+                    log.warning("%s was left half-moved by a stop; it is %s again",
+                                display(claim[0]), display(str(where)))
+                    restored.append(where)
+    return restored

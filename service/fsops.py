@@ -592,8 +592,55 @@ def _link_no_overwrite(src: Path, target: Path) -> None:
         retried(os.rename, src, target)
 
 
+CLAIM_SUFFIX = ".moving"
+# ".<name>.<seconds since 1970, hex>-<8 random hex>.moving"; before 2026-12: 12 random hex
+_CLAIM = re.compile(r"\.(?P<name>.+)\.(?:(?P<at>[0-9a-f]{1,12})-[0-9a-f]{8}|[0-9a-f]{12})"
+                    + re.escape(CLAIM_SUFFIX), re.S)
+
+
 def _claim_name(folder: Path, name: str) -> Path:
-    return folder / f".{fit_name(name, 30)}.{secrets.token_hex(6)}.moving"
+    """A hidden name for a file while it is moved. It keeps the file's own name and the time
+    of the claim, so a move cut short (the node stopped) can be undone: see read_claim."""
+    return folder / (f".{fit_name(name, 30)}.{int(time.time()):x}-{secrets.token_hex(4)}"
+                     f"{CLAIM_SUFFIX}")
+
+
+def read_claim(name: str) -> tuple[str, int | None] | None:
+    """(the file's own name, when it was claimed in seconds since 1970 or None if the claim
+    predates that) for a claim name, else None."""
+    m = _CLAIM.fullmatch(name)
+    if m is None:
+        return None
+    return m["name"], int(m["at"], 16) if m["at"] else None
+
+
+def is_numbered_name(name: str, target_name: str) -> bool:
+    """Is `name` one free_name could have given for `target_name` (itself, ``stem (2).ext`` …,
+    any letter case, the stem shortened as free_name shortens it)?"""
+    suffix = PurePosixPath(target_name).suffix
+    stem = target_name[: len(target_name) - len(suffix)]
+    short = fit_name(stem, len(suffix.encode("utf-8", "surrogateescape")) + 7)
+    pattern = rf"(?:{re.escape(stem)}|{re.escape(short)} \([0-9]+\)){re.escape(suffix)}"
+    return re.fullmatch(pattern, name, re.IGNORECASE | re.S) is not None
+
+
+def undo_claim(claim: Path) -> Path | None:
+    """Give a file left under a claim name (its move was cut short) a visible name again in
+    its folder: its own, or the next free one. When the move had already given it its final
+    name there (the claim is a second link to the same file), only the claim name goes.
+    Returns where the file is; None if the claim is not a file of ours."""
+    found = read_claim(claim.name)
+    st = os.lstat(claim)
+    if found is None or not stat.S_ISREG(st.st_mode):
+        return None
+    if st.st_nlink > 1:
+        with os.scandir(claim.parent) as entries:
+            for entry in entries:
+                if entry.name != claim.name and is_numbered_name(entry.name, found[0]) and \
+                        os.path.samestat(entry.stat(follow_symlinks=False), st):
+                    os.unlink(claim)  # the same file under its final name: nothing is removed
+                    return Path(entry.path)
+    return _give_final_name(claim, claim.with_name(found[0]))
 
 
 def _give_final_name(tmp: Path, target: Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from . import fsops, i18n, outputs
 from .config import Settings
-from .files import move_source, moved_rel
+from .files import find_moved, move_source, moved_rel
 from .fsops import display
 from .tables import COMPLETED, FAILED, Task
 from .tasks import TaskQueue
@@ -47,13 +47,15 @@ def settle(settings: Settings, queue: TaskQueue, task: Task) -> None:
             queue.set_source_state(task.id, "replaced", only_from="inbox")
             return
         dest = settings.archive if task.status == COMPLETED else settings.failed
+        state = "archived" if task.status == COMPLETED else "failed"
         try:
             if (target := move_source(settings.inbox, task.source, dest)) is not None:
                 moved = moved_rel(target, dest)
-                queue.set_source_state(
-                    task.id, "archived" if task.status == COMPLETED else "failed",
-                    moved_to=moved,
-                )
+                queue.set_source_state(task.id, state, moved_to=moved)
+            elif (target := find_moved(dest, task.source, task.size, task.mtime_ns)) is not None:
+                # moved, but a stop came before the row learned where (or another node's move)
+                moved = moved_rel(target, dest)
+                queue.set_source_state(task.id, state, only_from="inbox", moved_to=moved)
             elif not queue.set_source_state(task.id, "missing", only_from="inbox"):
                 return  # another node (or our own start-up pass) settled it first
             else:

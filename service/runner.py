@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import catalog, db, fsops, gpu, minutes, outcome, status
+from . import catalog, db, files, fsops, gpu, minutes, outcome, status
 from .calibration import Calibration
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
 INTEGRITY_SECONDS = 60.0  # how often maintenance runs the database's quick_check
 SETTLE_RETRY_SECONDS = 60.0  # how often moves that failed (a file held open) are tried again
+# A claim (a file under its hidden name while it is moved) older than this is a stopped node's:
+# no move of ours takes an hour, even a copy of a long recording to another disk.
+CLAIM_STALE_SECONDS = 3600.0
 
 
 class StartError(RuntimeError):
@@ -94,6 +97,7 @@ class Service:
         self._storage: list[str] = []
         self._last_integrity = 0.0
         self._last_settle = 0.0
+        self._last_claims = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -125,6 +129,9 @@ class Service:
         for task in recovered:
             log.warning("task %s recovered after an unclean stop -> %s", task.id, task.status)
             outcome.discard_partial(cfg, task)
+        # files a stop left half-moved get their names back first, so settling finds them;
+        # on SQLite no other node can be moving one now (one service per database)
+        self._recover_claims(None if db.is_sqlite(url) else time.time() - CLAIM_STALE_SECONDS)
         for task in self.queue.unsettled():  # includes failed tasks just recovered above
             outcome.settle(cfg, self.queue, task)
         self._last_settle = time.monotonic()
@@ -226,9 +233,20 @@ class Service:
         self._last_settle = time.monotonic()
         assert self.queue is not None
         cutoff = self.clock.now() - timedelta(seconds=SETTLE_RETRY_SECONDS)
+        if time.monotonic() - self._last_claims >= CLAIM_STALE_SECONDS:
+            self._recover_claims(time.time() - CLAIM_STALE_SECONDS)  # a node that stopped
         for task in self.queue.unsettled(finished_before=cutoff):
             log.info("task %s: moving %s again", task.id, task.source)
             outcome.settle(self.settings, self.queue, task)
+
+    def _recover_claims(self, claimed_before: float | None) -> None:
+        """Half-moved files (a node stopped mid-move) get their names back (files.py)."""
+        self._last_claims = time.monotonic()
+        cfg = self.settings
+        try:
+            files.recover_claims([cfg.inbox, cfg.archive, cfg.failed], claimed_before)
+        except OSError as err:  # a folder gone: storage checks report it
+            log.error("could not look for half-moved files: %s", err)
 
     def _check_storage(self) -> None:
         """Inbox and database still there and sound? (/health reports storage_problems())."""

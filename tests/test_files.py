@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.files import move_source
+from service import fsops
+from service.files import find_moved, move_source, recover_claims
 
 SHM = Path("/dev/shm")
 
@@ -79,3 +80,55 @@ def test_inbox_folders_differing_only_in_case_stay_apart_in_archive_and_failed(
     assert (inbox / "Team" / "talk.wav.json").is_file()
     assert move_source(failed, "team/talk.wav", inbox, back=True) == inbox / "team" / "talk.wav"
     assert (inbox / "team" / "talk.wav").read_bytes() == b"team again"
+
+
+def _cut_short(src: Path, target_folder: Path) -> Path:
+    """The state a node leaves when it stops right after claiming `src` for a move to
+    `target_folder` (fsops.move_no_overwrite's first step): the file under its claim name."""
+    target_folder.mkdir(parents=True, exist_ok=True)
+    claim = fsops._claim_name(target_folder, src.name)
+    os.rename(src, claim)
+    return claim
+
+
+def test_files_left_half_moved_get_their_names_back(tmp_path: Path) -> None:
+    inbox, failed = tmp_path / "inbox", tmp_path / "failed"
+    (inbox / "团队").mkdir(parents=True)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (inbox / "团队" / name).write_bytes(name.encode())
+    _cut_short(inbox / "团队" / "a.wav", failed / "团队")  # same disk: claimed in failed/
+    _cut_short(inbox / "团队" / "b.wav", inbox / "团队")  # another disk: claimed in the inbox
+    restored = recover_claims([inbox, tmp_path / "archive", failed], claimed_before=None)
+    assert sorted(restored) == [failed / "团队" / "a.wav", inbox / "团队" / "b.wav"]
+    assert (failed / "团队" / "a.wav").read_bytes() == b"a.wav"
+    assert sorted(p.name for p in (inbox / "团队").iterdir()) == ["b.wav", "c.wav"]
+
+
+def test_only_old_claims_are_touched_while_other_nodes_may_be_moving(tmp_path: Path) -> None:
+    import time
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "x.wav").write_bytes(b"x")
+    claim = _cut_short(inbox / "x.wav", tmp_path / "archive")
+    assert recover_claims([tmp_path / "archive"], claimed_before=time.time() - 3600) == []
+    assert claim.exists()  # perhaps another node's move in progress: left alone
+    assert recover_claims([tmp_path / "archive"], claimed_before=time.time() + 2) == [
+        tmp_path / "archive" / "x.wav"]
+
+
+def test_find_moved_finds_this_very_file_under_a_numbered_name(tmp_path: Path) -> None:
+    inbox, archive = tmp_path / "inbox", tmp_path / "archive"
+    (inbox / "t").mkdir(parents=True)
+    (archive / "t").mkdir(parents=True)
+    (archive / "t" / "talk.wav").write_bytes(b"an older recording")
+    src = inbox / "t" / "talk.wav"
+    src.write_bytes(b"this one")
+    st = src.stat()
+    assert find_moved(archive, "t/talk.wav", st.st_size, st.st_mtime_ns) is None
+    moved = move_source(inbox, "t/talk.wav", archive)
+    assert moved == archive / "t" / "talk (2).wav"
+    assert find_moved(archive, "t/talk.wav", st.st_size, st.st_mtime_ns) == moved
+    assert find_moved(archive, "t/talk.wav", st.st_size, st.st_mtime_ns + 1) is None
+    assert find_moved(archive, "t/talk.wav", None, None) is None
+    assert find_moved(archive, "gone/talk.wav", st.st_size, st.st_mtime_ns) is None

@@ -222,3 +222,58 @@ def test_retries_are_short_and_bounded_and_only_for_sharing_violations() -> None
     with pytest.raises(PermissionError):
         fsops.retried(refused, "y", sleep=slept.append)
     assert calls == ["y"]
+
+
+# --- claims: a file under a hidden name while it is moved -----------------------------------
+
+
+def test_a_claim_name_keeps_the_files_name_and_when_it_was_claimed(tmp_path: Path) -> None:
+    import time
+
+    before = int(time.time())
+    for name in ("会议 记录.wav", "x.tar.gz", ".hidden.mp3", "a" * 240 + ".wav"):
+        claim = fsops._claim_name(tmp_path, name)
+        assert claim.name.startswith(".") and claim.name.endswith(".moving")
+        assert len(claim.name.encode()) <= 255
+        original, at = fsops.read_claim(claim.name)
+        assert original == fsops.fit_name(name, 30) and before <= at <= time.time()
+    assert fsops.read_claim(".x.wav.0123456789ab.moving") == ("x.wav", None)  # older claims
+    for other in ("x.wav", ".x.wav.0123456789ab.tmp", ".x.wav.moving", "x.wav.0123456789ab.moving"):
+        assert fsops.read_claim(other) is None
+
+
+def test_undoing_a_claim_gives_the_file_its_name_and_never_overwrites(tmp_path: Path) -> None:
+    claim = fsops._claim_name(tmp_path, "talk.wav")
+    claim.write_bytes(b"mine")
+    assert fsops.undo_claim(claim) == tmp_path / "talk.wav" and not claim.exists()
+    claim = fsops._claim_name(tmp_path, "talk.wav")
+    claim.write_bytes(b"another recording")
+    assert fsops.undo_claim(claim) == tmp_path / "talk (2).wav"
+    assert (tmp_path / "talk.wav").read_bytes() == b"mine"
+    assert (tmp_path / "talk (2).wav").read_bytes() == b"another recording"
+
+
+def test_a_claim_that_already_has_its_final_name_only_loses_the_claim_name(tmp_path: Path) -> None:
+    (tmp_path / "talk.wav").write_bytes(b"other")
+    final = tmp_path / "Talk (2).wav"
+    final.write_bytes(b"mine")
+    claim = fsops._claim_name(tmp_path, "talk.wav")
+    os.link(final, claim)  # the move had linked its final name, then stopped
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    os.link(final, elsewhere / "the user's own link.wav")
+    assert fsops.undo_claim(claim) == final
+    assert not claim.exists() and final.read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Talk (2).wav", "sub", "talk.wav"]
+
+
+def test_numbered_names_are_those_free_name_gives(tmp_path: Path) -> None:
+    assert fsops.is_numbered_name("talk.wav", "talk.wav")
+    assert fsops.is_numbered_name("TALK (12).WAV", "talk.wav")
+    assert not fsops.is_numbered_name("talk (x).wav", "talk.wav")
+    assert not fsops.is_numbered_name("talk.wav.json", "talk.wav")
+    long = "长" * 83 + ".wav"  # 253 bytes: free_name shortens the stem of a numbered name
+    (tmp_path / long).write_bytes(b"")
+    numbered = fsops.free_name(tmp_path / long)
+    assert numbered.name.startswith("长" * 80) and numbered.name.endswith(" (2).wav")
+    assert fsops.is_numbered_name(numbered.name, long)

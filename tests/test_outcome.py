@@ -204,3 +204,20 @@ def test_a_source_gone_before_settling_is_not_reported_as_moved(zh_env) -> None:
     assert "任务结束时文件已不在收件箱中" in report and "文件已移到" not in report
     outcome.settle(s, q, q.get(task.id))  # settled again (a restart): it says the same
     assert "任务结束时文件已不在收件箱中" in (s.outbox / "坏.mp3.error.txt").read_text("utf-8")
+
+
+def test_a_move_whose_row_never_learned_of_it_is_recorded_not_called_missing(env) -> None:
+    """A node moved the source to failed/ (as 'x (2).mp3': the name was taken) and stopped
+    before recording it: settling again finds this very file there."""
+    from service.files import move_source
+
+    s, q = env
+    (s.failed).mkdir(exist_ok=True)
+    (s.failed / "x.mp3").write_bytes(b"another recording")
+    task = finished(s, q, "x.mp3", ok=False, content=b"this one")
+    assert move_source(s.inbox, "x.mp3", s.failed) == s.failed / "x (2).mp3"
+    outcome.settle(s, q, task)
+    task = q.get(task.id)
+    assert (task.source_state, task.moved_to) == ("failed", "x (2).mp3")
+    report = (s.outbox / "x.mp3.error.txt").read_text(encoding="utf-8")
+    assert f"moved to {s.failed / 'x (2).mp3'}" in report and "no longer" not in report

@@ -120,3 +120,41 @@ def test_a_move_that_failed_while_the_file_was_held_is_tried_again_while_running
         assert q.get(tid).source_state == "archived"
     finally:
         service.stop()
+
+
+def test_a_start_finishes_moves_a_stop_cut_short(settings) -> None:
+    """The service stopped in the middle of moving two finished sources (a power cut): one
+    is hidden under its claim name in archive/, one in the inbox (a move to another disk).
+    The next start gives both their names back and settles them; nothing stays hidden."""
+    from service.tasks import TaskQueue
+
+    q = TaskQueue(db.make_engine(settings.database_url))
+    ids = {}
+    settings.inbox.mkdir(parents=True, exist_ok=True)
+    for name in ("会议 1.wav", "会议 2.wav"):
+        src = settings.inbox / name
+        src.write_bytes(name.encode())
+        st = src.stat()
+        tid = q.enqueue(NewTask(source=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                model="tiny.en")).id
+        q.claim(tid, "h:1", 60)
+        q.start_processing(tid, "h:1", 0.1)
+        q.complete(tid, "h:1", transcribe_seconds=1.0, outputs=[])
+        ids[name] = tid
+    settings.archive.mkdir(exist_ok=True)
+    os.rename(settings.inbox / "会议 1.wav", fsops._claim_name(settings.archive, "会议 1.wav"))
+    os.rename(settings.inbox / "会议 2.wav", fsops._claim_name(settings.inbox, "会议 2.wav"))
+    q.engine.dispose()
+
+    service = Service(settings, backend=None)
+    service.start()
+    try:
+        for name, tid in ids.items():
+            assert (settings.archive / name).read_bytes() == name.encode()
+            task = service.queue.get(tid)
+            assert (task.source_state, task.moved_to) == ("archived", name)
+        left = [p.name for root in (settings.inbox, settings.archive)
+                for p in root.rglob("*") if p.name.endswith(".moving")]
+        assert left == []
+    finally:
+        service.stop()
