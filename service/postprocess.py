@@ -32,6 +32,7 @@ LOOP_SIMILARITY = 0.9  # near-identical consecutive segments (difflib ratio of n
 LOOP_RUN = 3
 ECHO_MIN_CHARS = 5
 ECHO_SIMILARITY = 0.85
+BROKEN = "\ufffd"  # what a split multi-byte character decodes to
 
 _UNIT_REPEAT = re.compile(r"(\S.{1,15}?)(?:[\s,，、。.]*\1){3,}")
 _CHAR_REPEAT = re.compile(r"(\w)\1{4,}")
@@ -104,6 +105,7 @@ def apply(result: dict[str, Any], *, duration: float, regions: Sequence[Region] 
     if regions is not None:
         segments = _inside_speech(segments, regions, report)
     segments = _without_prompt_echo(segments, prompt, report)
+    segments = _without_broken_characters(segments, report)
     segments = _without_boilerplate(segments, phrases_file, report)
     segments = _collapse_repeats_inside(segments, report)
     segments = _collapse_loops(segments, report)
@@ -175,6 +177,20 @@ def _without_prompt_echo(segments: list[dict], prompt: str | None,
         else:
             kept.append(seg)
     return kept
+
+
+def _without_broken_characters(segments: list[dict], report: Report) -> list[dict]:
+    """Remove U+FFFD: a character Whisper's byte-level tokens split (across two windows, or
+    cut by a guard) decodes as U+FFFD — never a word anyone said. A segment left empty is
+    dropped by the next guard."""
+    for seg in segments:
+        raw = seg.get("text", "")
+        if BROKEN in raw:
+            seg["text"] = raw.replace(BROKEN, "")
+            report.note("edited", "broken_character", seg, new_text=seg["text"])
+        for word in seg.get("words") or []:
+            word["word"] = word.get("word", "").replace(BROKEN, "")
+    return segments
 
 
 def _without_boilerplate(segments: list[dict], phrases_file: Path,

@@ -141,6 +141,26 @@ def test_repetition_inside_a_segment_is_said_once() -> None:
     assert reasons(report) == [("edited", "repetition")] * 2
 
 
+def test_a_character_split_between_tokens_leaves_no_replacement_mark() -> None:
+    """Whisper's tokens are bytes: a window that ends inside a Chinese character decodes its
+    half as U+FFFD (seen with faster-whisper's greedy decoding on Mandarin)."""
+    from whisper.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer(True, language="zh", task="transcribe")
+    tokens = tokenizer.encode("会议结束，谢谢大家")
+    cut = next(n for n in range(1, len(tokens)) if "\ufffd" in tokenizer.decode(tokens[:n]))
+    broken = tokenizer.decode(tokens[:cut])
+    words = [{"word": broken, "start": 1.0, "end": 2.0}]
+    result, report = run([seg(1, 2, broken, words=words), seg(3, 4, "\ufffd"),
+                          seg(5, 6, "好的。")], language="zh")
+    texts = [s["text"] for s in result["segments"]]
+    assert texts == [broken.replace("\ufffd", ""), "好的。"]
+    assert "\ufffd" not in result["text"] and texts[0]
+    assert "\ufffd" not in result["segments"][0]["words"][0]["word"]
+    assert reasons(report) == [("edited", "broken_character"), ("edited", "broken_character"),
+                               ("dropped", "empty")]
+
+
 def test_cues_are_ordered_and_never_overlap_and_words_follow() -> None:
     words = [{"word": "第", "start": 4.5, "end": 5.2}, {"word": "二", "start": 5.2, "end": 9.0}]
     result, report = run([seg(5, 8, "第二。", words=words), seg(1, 6, "第一。")], duration=7.5)
