@@ -13,8 +13,10 @@ import pytest
 from service import engines, i18n, worker
 from service.engine import ModelNotAvailable
 from service.fasterwhisper import (
+    DEFAULT_BEAM_SIZE,
     FasterWhisper,
     add_cuda_dll_directories,
+    decoding,
     is_missing_cuda_library,
     resolve_compute_type,
     spans,
@@ -42,6 +44,17 @@ def test_a_compute_type_the_device_cannot_run_falls_back(caplog) -> None:
     cpu = ["float32", "int8", "int8_float32", "int16"]
     assert resolve_compute_type("float16", "cpu", False, cpu) == "int8"
     assert "not supported on cpu" in caplog.text
+
+
+def test_beam_search_is_this_engines_default_and_greedy_stays_one_setting_away() -> None:
+    """beam_size null: faster-whisper's own default, 5 (about 1.2x greedy here, and better on
+    the quality corpus); openai-whisper keeps greedy for null (beam search costs it 4-5x)."""
+    assert DEFAULT_BEAM_SIZE == 5 and decoding(Decoding())["beam_size"] == 5
+    assert decoding(Decoding(beam_size=1))["beam_size"] == 1
+    assert decoding(Decoding(beam_size=3))["beam_size"] == 3
+    assert Decoding().whisper_options()["beam_size"] is None  # openai-whisper: greedy
+    kw = decoding(Decoding(temperature=[0.0, 0.5], best_of=2, word_timestamps=True))
+    assert kw["temperature"] == (0.0, 0.5) and kw["best_of"] == 2 and kw["word_timestamps"]
 
 
 def test_speech_regions_become_spans_of_one_window_at_most() -> None:
