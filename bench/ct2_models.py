@@ -99,17 +99,19 @@ def build_spec(dims: dict[str, int], state: dict[str, np.ndarray],
         linear(dst.ffn.linear_0, f"{src}.mlp.0")
         linear(dst.ffn.linear_1, f"{src}.mlp.2")
 
+    def self_attention(dst: Any, src: str) -> None:
+        norm(dst.layer_norm, f"{src}.attn_ln")
+        dst.linear[0].weight, dst.linear[0].bias = _fused(state, f"{src}.attn",
+                                                          ("query", "key", "value"))
+        linear(dst.linear[1], f"{src}.attn.out")
+
     enc = spec.encoder
     linear(enc.conv1, "encoder.conv1")
     linear(enc.conv2, "encoder.conv2")
     enc.position_encodings.encodings = state["encoder.positional_embedding"]
     for i, layer in enumerate(enc.layer):
-        src = f"encoder.blocks.{i}"
-        norm(layer.self_attention.layer_norm, f"{src}.attn_ln")
-        qkv = layer.self_attention.linear[0]
-        qkv.weight, qkv.bias = _fused(state, f"{src}.attn", ("query", "key", "value"))
-        linear(layer.self_attention.linear[1], f"{src}.attn.out")
-        mlp(layer, src)
+        self_attention(layer.self_attention, f"encoder.blocks.{i}")
+        mlp(layer, f"encoder.blocks.{i}")
     norm(enc.layer_norm, "encoder.ln_post")
 
     dec = spec.decoder
@@ -117,10 +119,7 @@ def build_spec(dims: dict[str, int], state: dict[str, np.ndarray],
     dec.position_encodings.encodings = state["decoder.positional_embedding"]
     for i, layer in enumerate(dec.layer):
         src = f"decoder.blocks.{i}"
-        norm(layer.self_attention.layer_norm, f"{src}.attn_ln")
-        qkv = layer.self_attention.linear[0]
-        qkv.weight, qkv.bias = _fused(state, f"{src}.attn", ("query", "key", "value"))
-        linear(layer.self_attention.linear[1], f"{src}.attn.out")
+        self_attention(layer.self_attention, src)
         norm(layer.attention.layer_norm, f"{src}.cross_attn_ln")
         linear(layer.attention.linear[0], f"{src}.cross_attn.query")
         kv = layer.attention.linear[1]
