@@ -49,7 +49,7 @@ def running_summary(dispatcher: Any) -> list[dict]:
 def live(service: Any) -> dict:
     """The same facts the heartbeat file holds, read from a running Service object."""
     dispatcher = getattr(service, "dispatcher", None)
-    pool = getattr(dispatcher, "pool", None)
+    vram = getattr(dispatcher, "vram", None)
     watcher = getattr(service, "watcher", None)
     web = getattr(service, "web", None)
     started = getattr(service, "_started_at", None)
@@ -57,8 +57,8 @@ def live(service: Any) -> dict:
         "pid": os.getpid(),
         "worker_id": getattr(service, "worker_id", None),
         "started": started.isoformat(timespec="seconds") if started else None,
-        "mode": "cpu" if pool is None else "simulated-gpu" if pool.backend.simulated else "gpu",
-        "gpus": pool.snapshot() if pool is not None else [],
+        "mode": "cpu" if vram is None else "simulated-gpu" if vram.backend.simulated else "gpu",
+        "gpus": vram.snapshot() if vram is not None else [],
         "running": running_summary(dispatcher),
         "watcher_alive": watcher.alive() if watcher is not None else False,
         "http_port": getattr(web, "port", None),

@@ -291,8 +291,8 @@ class WebServer:
         return [tuple(r) for r in rows]
 
     def gpu_snapshot(self) -> list[dict]:
-        pool = getattr(getattr(self.service, "dispatcher", None), "pool", None)
-        return pool.snapshot() if pool is not None else []
+        vram = getattr(getattr(self.service, "dispatcher", None), "vram", None)
+        return vram.snapshot() if vram is not None else []
 
     def running_summary(self) -> list[dict]:
         return status.running_summary(getattr(self.service, "dispatcher", None))
