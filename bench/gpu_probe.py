@@ -68,6 +68,8 @@ if str(REPO) not in sys.path:
 # Only modules that need nothing beyond torch, whisper and NVML: the GPU machines' image lacks
 # most of the service's dependencies (pydantic, PyAV, SQLAlchemy).
 from bench import ct2_models, probe_faster  # noqa: E402
+from bench.probe_faster import first_report as _report  # noqa: E402
+from bench.probe_faster import mb as _mb  # noqa: E402
 from service import catalog, engine  # noqa: E402  (importing these touches neither torch nor CUDA)
 from service.gpu import NvmlBackend  # noqa: E402
 from service.worker import exit_with_parent  # noqa: E402  (stdlib only at import)
@@ -600,10 +602,6 @@ def _md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _mb(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f}"
-
-
 def _s(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -633,10 +631,6 @@ def _baseline_cell(run: dict[str, Any] | None) -> str:
     b = run["baseline"]
     word = "yes" if b["back"] else "NO"
     return f"{word} ({b['after_s']:.1f} s, {b['residual_mb']:+d} MiB)"
-
-
-def _report(run: dict[str, Any] | None) -> dict[str, Any]:
-    return run["reports"][0] if run else {}
 
 
 def _need_mb(rec: dict[str, Any]) -> float | None:

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-MiB = 1024 * 1024
 CUDA_COMPUTE = ("float16", "int8_float16")  # the service's auto on a GPU, and prefer_memory
 CPU_COMPUTE = ("int8", "float32")  # auto on the CPU, and CTranslate2's unquantized path
 
@@ -118,11 +117,13 @@ def measure(spec: Any, n_vocab: int, rss_mb: Any, peak_rss_mb: Any, reset_peak_r
 # --------------------------------------------------------------------------- tables
 
 
-def _mb(value: float | None) -> str:
+def mb(value: float | None) -> str:
+    """A memory figure as the tables show it (gpu_probe's tables too)."""
     return "n/a" if value is None else f"{value:,.0f}"
 
 
-def _rec(run: dict[str, Any] | None) -> dict[str, Any]:
+def first_report(run: dict[str, Any] | None) -> dict[str, Any]:
+    """The first child's report of a run ({} when it did not run; gpu_probe's too)."""
     return run["reports"][0] if run else {}
 
 
@@ -133,7 +134,7 @@ def models_rows(runs: dict[str, dict[str, dict[str, Any]]], openai_need: dict[st
     rows = []
     for name, by_type in runs.items():
         for compute, run in by_type.items():
-            rec = _rec(run)
+            rec = first_report(run)
             if "error" in rec:
                 rows.append([name, compute] + ["error"] * 7 + [rec["error"]])
                 continue
@@ -142,7 +143,7 @@ def models_rows(runs: dict[str, dict[str, dict[str, Any]]], openai_need: dict[st
             est = estimate(name, compute)
             rows.append([
                 name, compute, f"{rec['load_s']:.2f}", f"{rec['transcribe_s']:.2f}",
-                _mb(rec["steady_mb"]), _mb(peak),
+                mb(rec["steady_mb"]), mb(peak),
                 f"{est:,}" + (f" ({est / peak:.1f}×)" if device == "cuda" and peak else ""),
                 f"{peak / need:.2f}" if need else "n/a",
                 rec["tokens"], rec["text_sha"],
@@ -187,7 +188,7 @@ def throughput_cells(rows: Sequence[dict[str, Any]], device: str) -> list[list[A
             continue
         out.append([label, r["compute_type"], f"{r['rate']:.1f}", f"{r['speedup']:.2f}×",
                     f"{r['wall_s']:.2f}", f"{r['task_mean_s']:.2f}", r["threads"],
-                    _mb(r["own_peak_mb"]) + (f" (card {_mb(r['peak_mb'])})"
+                    mb(r["own_peak_mb"]) + (f" (card {mb(r['peak_mb'])})"
                                              if device == "cuda" else "")])
     return out
 
@@ -202,7 +203,7 @@ def peak_ratio(runs: dict[str, dict[str, dict[str, Any]]], compute: str,
     """Median over models of faster-whisper's peak (at `compute`) / openai fp16's need."""
     ratios = []
     for name, by_type in runs.items():
-        rec, need = _rec(by_type.get(compute)), openai_need.get(name)
+        rec, need = first_report(by_type.get(compute)), openai_need.get(name)
         if need and "error" not in rec and rec:
             ratios.append(max(rec["load_peak_mb"], rec["transcribe_peak_mb"]) / need)
     return f"{statistics.median(ratios):.3f}" if ratios else "n/a"
