@@ -52,7 +52,7 @@ def move_source(inbox: Path, rel: str, dest_root: Path, *, back: bool = False,
     from ``moved_to`` (the task's recorded place there, see `moved_rel`) when it is known.
     Folders are left in place (a user's model subfolders stay)."""
     if back:
-        src = safe_join(inbox, moved_to) if moved_to else mirror_join(inbox, rel, create=False)
+        src = stored_path(inbox, rel, moved_to)
     else:
         src = safe_join(inbox, rel)
     try:
@@ -77,6 +77,13 @@ def move_source(inbox: Path, rel: str, dest_root: Path, *, back: bool = False,
         except FileNotFoundError:
             pass  # another node settling the same task took it along just now
     return target
+
+
+def stored_path(root: Path, rel: str | PurePosixPath, moved_to: str | None) -> Path:
+    """Where a task's source is under archive/ or failed/: the place its row recorded
+    (`moved_to`, " (2)" when the name was taken), else where move_source would put `rel`
+    (rows from before moved_to was recorded)."""
+    return safe_join(root, moved_to) if moved_to else mirror_join(root, rel, create=False)
 
 
 def moved_rel(target: Path, root: Path) -> str:

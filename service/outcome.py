@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from . import fsops, i18n, outputs
 from .config import Settings
-from .files import find_moved, move_source, moved_rel
+from .files import find_moved, move_source, moved_rel, stored_path
 from .fsops import display
 from .tables import COMPLETED, FAILED, Task
 from .tasks import TaskQueue
@@ -135,7 +135,6 @@ def _report(settings: Settings, task: Task, moved: str | None, *, kept: bool = F
     """The plain-words report; `moved` is where the source went under failed/ (the name it
     has there, " (2)" if its own was taken), else it is named as it would have been. `kept`:
     the move failed and the source is still in the inbox; `gone`: it had left the inbox."""
-    rel = PurePosixPath(task.source)
     lang = settings.ui_language
     out_dir, stem = _report_place(settings, task)
     outputs.write_error_report(
@@ -143,8 +142,7 @@ def _report(settings: Settings, task: Task, moved: str | None, *, kept: bool = F
         stem,
         source_name=task.source,
         message=i18n.reason(task.error_kind, task.error_message, lang),
-        moved_to=(fsops.safe_join(settings.failed, moved) if moved
-                  else fsops.mirror_join(settings.failed, rel, create=False)),
+        moved_to=stored_path(settings.failed, task.source, moved),
         kept_at=str(fsops.safe_join(settings.inbox, task.source)) if kept else None,
         gone=gone,
         task_id=task.id,

@@ -269,7 +269,6 @@ class WorkerPool:
         except OSError:
             pass
 
-
     def settling(self) -> bool:
         """A finished worker has not exited yet: its memory is not back."""
         return bool(self._exiting)

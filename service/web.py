@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,10 +37,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import actions, catalog, db, engines, fsops, i18n, outputs, queueview, reasons, status
+from . import actions, catalog, db, engines, i18n, outputs, queueview, reasons, status
 from .config import Settings
+from .files import stored_path
 from .i18n import normalize, t
-from .options import ENGINES
 from .sidecar import Sidecar
 from .statuspage import render_page
 from .tables import ALL_STATES, COMPLETED
@@ -539,9 +539,7 @@ class WebServer:
         path = None
         if task is not None and task.source_state == "archived":
             try:  # where settling put it (" (2)" if the name was taken); older rows: its name
-                path = (fsops.safe_join(self.settings.archive, task.moved_to) if task.moved_to
-                        else fsops.mirror_join(self.settings.archive,
-                                               PurePosixPath(task.source), create=False))
+                path = stored_path(self.settings.archive, task.source, task.moved_to)
             except ValueError:
                 path = None
         if path is None or not path.is_file() or path.is_symlink() or \
@@ -609,7 +607,7 @@ class WebServer:
     def _engine_for(self, engine: str, model: str | None) -> str:
         """An engine chosen on the page, refused at once (nothing uploaded) when it cannot run
         the file's model here: no copy for that engine on disk, and none to download."""
-        if engine not in ENGINES:
+        if engine not in catalog.ENGINES:
             raise ValueError(f"engine: {engines.OPENAI} or {engines.FASTER}")
         model = model or self.settings.models.default
         on_disk = catalog.local_engines(self.settings.models_dir).get(model, [])
