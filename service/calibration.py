@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from . import catalog
+from .catalog import OPENAI
 from .clock import Clock
 from .db import session_factory
-from .engines import OPENAI
 from .tables import ModelMemory
 
 # Seconds of work per second of audio when nothing is measured yet (GPU, fp16, openai-whisper).

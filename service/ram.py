@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import catalog
-from .engines import OPENAI
+from .catalog import OPENAI
 
 log = logging.getLogger(__name__)
 
